@@ -1,0 +1,53 @@
+# lert-compress: `make` runs the embedded default recipe, `make test` runs the tests.
+# Both create .venv and install into it when needed.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+recipe  ?= demo
+ARGS    ?=
+OUT     ?= artifacts
+PYTEST_ARGS ?=
+
+.PHONY: all run install test test-fast lint format report bench gpu-check clean
+
+all: run
+
+# torch first, pinned, so that nothing pulls another build; textpruner without its broken
+# requirements (its setup.py asks for numpy<1.22 on Python 3.10+); its real needs come from
+# pyproject.toml.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps textpruner==1.1.post2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python -m compress run $(recipe) --out $(OUT) $(ARGS)
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check compress eval tests benchmarks
+	$(BIN)/ruff format --check compress eval tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff format compress eval tests benchmarks
+	$(BIN)/ruff check --fix compress eval tests benchmarks
+
+report: $(STAMP)
+	$(BIN)/python -m compress report $(OUT)/$(recipe)
+
+gpu-check: $(STAMP)
+	bash scripts/gpu_check.sh
+
+clean:
+	rm -rf $(OUT)/*/ .pytest_cache

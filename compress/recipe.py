@@ -1,0 +1,286 @@
+"""Recipes: YAML validated by pydantic (unknown keys are errors), with dotted overrides."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from compress.errors import RecipeError
+from compress.registry import Stage, load_stages
+from compress.tasks.config import TaskConfig
+
+
+class EvaluateConfig(BaseModel):
+    """How the shared evaluator scores and times every variant."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    split: Literal["dev", "test"] = "test"
+    devices: list[Literal["cpu", "cuda"]] = ["cpu"]
+    batch_sizes: list[int] = Field(default=[1, 8, 32], min_length=1)
+    seq_len: int = Field(128, ge=8, le=512)
+    threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores")
+    warmup: int = Field(3, ge=0)
+    repeats: int = Field(20, ge=1)
+    max_examples: int | None = Field(None, ge=1, description="score on the first N examples")
+    latency: bool = True
+
+
+class Step(BaseModel):
+    """One recipe step: a registered stage, its validated config and the step it reads."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    name: str
+    stage: str
+    input: str | None = None
+    config: BaseModel
+
+    def config_hash(self) -> str:
+        payload = json.dumps(
+            {"stage": self.stage, "config": self.config.model_dump(mode="json")}, sort_keys=True
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+class Recipe(BaseModel):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    name: str
+    description: str = ""
+    task: TaskConfig
+    seed: int = 42
+    steps: list[Step] = Field(min_length=1)
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+    def step(self, name: str) -> Step:
+        for s in self.steps:
+            if s.name == name:
+                return s
+        raise RecipeError(f"no step named {name!r}{_suggest(name, [s.name for s in self.steps])}")
+
+    def source_of(self, name: str) -> str | None:
+        """The step whose output ``name`` reads: its ``input``, its stage's default, else the
+        previous step (None for the first)."""
+        step = self.step(name)
+        if step.input:
+            return step.input
+        stage = load_stages()[step.stage]
+        if stage.input_for is not None:
+            return stage.input_for(step.config, self)
+        index = self.steps.index(step)
+        return self.steps[index - 1].name if index else None
+
+    def resolved(self) -> dict[str, Any]:
+        """The merged recipe as plain data (what ``recipe.resolved.yaml`` holds)."""
+        data = self.model_dump(mode="json", exclude={"steps"})
+        data["steps"] = [
+            {
+                "name": s.name,
+                "stage": s.stage,
+                **({"input": s.input} if s.input else {}),
+                **s.config.model_dump(mode="json"),
+            }
+            for s in self.steps
+        ]
+        return data
+
+
+_STEP_KEYS = {"stage", "name", "input"}
+_TOP_FIELDS = ["name", "description", "task", "seed", "steps", "evaluate"]
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe file, apply ``a.b.c=value`` overrides, validate, and return it."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping with task:, steps: and evaluate:")
+    raw.setdefault("name", path.stem)
+    for item in overrides or []:
+        apply_override(raw, item)
+    return parse_recipe(raw, source=str(path))
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set ``a.b.c=value`` in ``raw``; the value is parsed as a YAML scalar or flow collection.
+
+    A step is addressed by index or by name: ``steps.1.epochs=2`` or ``steps.teacher.epochs=2``.
+    """
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise RecipeError(f"override {item!r} is not of the form key.path=value")
+    try:
+        value = yaml.safe_load(text) if text else ""
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"override {item!r}: value is not valid YAML: {exc}") from exc
+    parts = key.split(".")
+    node: Any = raw
+    for depth, part in enumerate(parts[:-1]):
+        node = _child(node, part, ".".join(parts[: depth + 1]), item)
+    last = parts[-1]
+    if isinstance(node, list):
+        node[_list_index(node, last, key, item)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise RecipeError(f"override {item!r}: {'.'.join(parts[:-1])} is not a mapping")
+
+
+def _child(node: Any, part: str, where: str, item: str) -> Any:
+    if isinstance(node, list):
+        return node[_list_index(node, part, where, item)]
+    if not isinstance(node, dict):
+        raise RecipeError(f"override {item!r}: {where} is not a mapping")
+    if part not in node or node[part] is None:
+        node[part] = {}
+    return node[part]
+
+
+def _list_index(node: list, part: str, where: str, item: str) -> int:
+    if part.lstrip("-").isdigit():
+        index = int(part)
+        if -len(node) <= index < len(node):
+            return index
+        raise RecipeError(f"override {item!r}: {where} has no element {index}")
+    names = [s.get("name", s.get("stage")) for s in node if isinstance(s, dict)]
+    if part in names:
+        return names.index(part)
+    hint = _suggest(part, [str(n) for n in names])
+    raise RecipeError(f"override {item!r}: no step named {part!r}{hint}")
+
+
+def parse_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
+    """Validate plain recipe data; every problem is listed with its path and a suggestion."""
+    problems: list[str] = []
+    for key in raw:
+        if key not in _TOP_FIELDS:
+            problems.append(f"{key}: unknown key{_suggest(key, _TOP_FIELDS)}")
+    steps = _parse_steps(raw.get("steps"), problems)
+    top = {k: v for k, v in raw.items() if k in _TOP_FIELDS and k != "steps"}
+    try:
+        recipe = Recipe.model_validate({**top, "steps": steps or []})
+        for step in recipe.steps:
+            check = getattr(step.config, "check_recipe", None)
+            problems += [f"steps({step.name}): {p}" for p in (check(recipe) if check else [])]
+    except ValidationError as exc:
+        # step problems were listed above; do not repeat them as "steps: too short"
+        problems += [p for p in _describe(exc, Recipe, ()) if not p.startswith("steps:")]
+        recipe = None
+    if problems:
+        listing = "\n  - ".join(problems)
+        raise RecipeError(f"{source}: invalid recipe:\n  - {listing}")
+    assert recipe is not None
+    return recipe
+
+
+def _parse_steps(raw_steps: Any, problems: list[str]) -> list[Step]:
+    if not isinstance(raw_steps, list) or not raw_steps:
+        problems.append("steps: a non-empty list of steps, each with a stage: key")
+        return []
+    stages = load_stages()
+    steps: list[Step] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(raw_steps):
+        where = f"steps[{i}]"
+        if not isinstance(raw, dict) or "stage" not in raw:
+            problems.append(f"{where}: each step is a mapping with a stage: key")
+            continue
+        stage_name = str(raw["stage"])
+        name = str(raw.get("name") or stage_name)
+        if stage_name not in stages:
+            hint = _suggest(stage_name, list(stages))
+            problems.append(f"{where}.stage: unknown stage {stage_name!r}{hint}")
+            continue
+        if name in seen:
+            problems.append(f"{where}.name: {name!r} is used twice; give each step its own name")
+        seen.add(name)
+        step_input = raw.get("input")
+        if step_input is not None and step_input not in seen - {name}:
+            problems.append(f"{where}.input: {step_input!r} is not an earlier step")
+        if step_input is None and not steps and stages[stage_name].needs_input:
+            problems.append(f"{where}: stage {stage_name!r} needs an earlier step as its input")
+        config = _validate_stage(stages[stage_name], raw, f"{where}({name})", problems)
+        if config is not None:
+            steps.append(Step(name=name, stage=stage_name, input=step_input, config=config))
+    return steps
+
+
+def _validate_stage(stage: Stage, raw: dict, where: str, problems: list[str]) -> BaseModel | None:
+    options = {k: v for k, v in raw.items() if k not in _STEP_KEYS}
+    try:
+        return stage.config.model_validate(options)
+    except ValidationError as exc:
+        problems += _describe(exc, stage.config, (where,), extra_names=sorted(_STEP_KEYS))
+        return None
+
+
+def _describe(
+    exc: ValidationError, root: type[BaseModel], prefix: tuple, extra_names: list[str] = ()
+) -> list[str]:
+    out = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        path = ".".join(str(p) for p in prefix + loc)
+        if err["type"] == "extra_forbidden":
+            names = _field_names(root, loc[:-1])
+            if not loc[:-1]:
+                names += list(extra_names)
+            out.append(f"{path}: unknown key{_suggest(str(loc[-1]), names)}")
+        else:
+            got = err.get("input")
+            shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+            out.append(f"{path}: {err['msg']}{shown}")
+    return out
+
+
+def _field_names(root: type[BaseModel], loc: tuple) -> list[str]:
+    """The field names of the model found at ``loc`` inside ``root`` (empty if unknown)."""
+    model: Any = root
+    for part in loc:
+        if isinstance(part, int) or not _is_model(model):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        model = _first_model(field.annotation)
+    return list(model.model_fields) if _is_model(model) else []
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _first_model(annotation: Any) -> Any:
+    if _is_model(annotation):
+        return annotation
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) in (
+        typing.Union,
+        list,
+        dict,
+    ):
+        for arg in typing.get_args(annotation):
+            found = _first_model(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _suggest(word: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(word, candidates, n=3, cutoff=0.5)
+    if close:
+        return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
+    return f"; valid: {', '.join(sorted(candidates))}" if candidates else ""

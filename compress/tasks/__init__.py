@@ -1,0 +1,154 @@
+"""The task registry: each task yields train/dev/test examples and knows its labels and metric."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from compress.errors import DataError, RecipeError
+from compress.tasks.config import TaskConfig, TaskType
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "dev", "test")
+
+
+@dataclass(frozen=True)
+class Example:
+    """A classification example (``text``, optional ``text_pair``, ``label``) or an NER sentence
+    (``tokens`` with one BIO tag each in ``tags``)."""
+
+    text: str = ""
+    text_pair: str | None = None
+    label: str | None = None
+    tokens: tuple[str, ...] | None = None
+    tags: tuple[str, ...] | None = None
+
+
+@dataclass
+class TaskData:
+    name: str
+    type: TaskType
+    labels: list[str]
+    splits: dict[str, list[Example]]
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def metric(self) -> str:
+        return "accuracy" if self.type == "classification" else "entity_f1"
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {label: i for i, label in enumerate(self.labels)}
+
+    def texts(self, split: str = "train") -> list[str]:
+        """Every text of a split (both sides of a pair), for vocabularies and calibration."""
+        out = []
+        for ex in self.splits[split]:
+            out.append("".join(ex.tokens) if ex.tokens is not None else ex.text)
+            if ex.text_pair:
+                out.append(ex.text_pair)
+        return out
+
+
+Loader = Callable[[TaskConfig], TaskData]
+
+
+@dataclass(frozen=True)
+class TaskEntry:
+    loader: Loader
+    description: str
+    type: str  # classification | ner | qa (qa: registered, not supported yet)
+
+    @property
+    def metric(self) -> str:
+        return {"classification": "accuracy", "ner": "entity_f1"}.get(self.type, "-")
+
+
+TASKS: dict[str, TaskEntry] = {}
+
+
+def register_task(name: str, description: str, type: str = "any"):
+    def add(fn: Loader) -> Loader:
+        TASKS[name] = TaskEntry(fn, description, type)
+        return fn
+
+    return add
+
+
+def registered_tasks() -> dict[str, TaskEntry]:
+    from compress.tasks import benchmarks, embedded, files, hub  # noqa: F401  (registration)
+
+    return TASKS
+
+
+def load_task(cfg: TaskConfig) -> TaskData:
+    """Load, check and trim a task's splits, logging their sizes."""
+    registered_tasks()
+    if cfg.name not in TASKS:
+        import difflib
+
+        close = difflib.get_close_matches(cfg.name, list(TASKS), n=3, cutoff=0.4)
+        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise RecipeError(
+            f"task.name: unknown task {cfg.name!r}{hint} (registered: {sorted(TASKS)})"
+        )
+    data = TASKS[cfg.name].loader(cfg)
+    for split in SPLITS:
+        if not data.splits.get(split):
+            raise DataError(f"task {cfg.name}: the {split} split is empty")
+    _trim(data, cfg)
+    data.stats["counts"] = {s: len(data.splits[s]) for s in SPLITS}
+    log.info(
+        "task %s (%s, %d labels): %s",
+        data.name,
+        data.type,
+        len(data.labels),
+        ", ".join(f"{s} {n}" for s, n in data.stats["counts"].items()),
+    )
+    return data
+
+
+def _trim(data: TaskData, cfg: TaskConfig) -> None:
+    if cfg.max_train_examples and len(data.splits["train"]) > cfg.max_train_examples:
+        rng = random.Random(cfg.split_seed)
+        data.splits["train"] = rng.sample(data.splits["train"], cfg.max_train_examples)
+    if cfg.max_eval_examples:
+        for split in ("dev", "test"):
+            data.splits[split] = data.splits[split][: cfg.max_eval_examples]
+
+
+def seeded_split(items: list, dev_size: int, test_size: int, seed: int) -> dict[str, list]:
+    """Shuffle with ``seed`` and cut dev, test and train (the rest) from a single list."""
+    if dev_size + test_size >= len(items):
+        raise DataError(
+            f"cannot cut dev {dev_size} + test {test_size} from {len(items)} examples; "
+            "lower task.dev_size / task.test_size"
+        )
+    order = list(items)
+    random.Random(seed).shuffle(order)
+    return {
+        "dev": order[:dev_size],
+        "test": order[dev_size : dev_size + test_size],
+        "train": order[dev_size + test_size :],
+    }
+
+
+def check_bio(tags: list[str] | tuple[str, ...], where: str) -> None:
+    """Raise DataError unless ``tags`` is a valid BIO sequence."""
+    prev = "O"
+    for i, tag in enumerate(tags):
+        if tag != "O" and not (tag.startswith(("B-", "I-")) and len(tag) > 2):
+            raise DataError(f"{where}: tag {tag!r} at position {i + 1} is not O, B-X or I-X")
+        if tag.startswith("I-") and prev[2:] != tag[2:]:
+            raise DataError(
+                f"{where}: invalid BIO: {tag!r} at position {i + 1} follows {prev!r} "
+                f"(an I-{tag[2:]} must follow B-{tag[2:]} or I-{tag[2:]})"
+            )
+        prev = tag
+
+
+def bio_labels(entity_types: list[str] | set[str]) -> list[str]:
+    return ["O"] + [f"{p}-{t}" for t in sorted(entity_types) for p in ("B", "I")]

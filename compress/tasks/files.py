@@ -1,0 +1,187 @@
+"""Your own data: classification from CSV/TSV/JSONL, NER from CoNLL-style character files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+from compress.errors import DataError, RecipeError
+from compress.tasks import Example, TaskData, bio_labels, check_bio, register_task, seeded_split
+from compress.tasks.config import TaskConfig
+
+log = logging.getLogger(__name__)
+
+Row = tuple[int, dict]  # (line number, fields)
+
+
+class BadRows:
+    """Raises on a bad row, or counts and skips it when the task says ``on_bad_rows: skip``."""
+
+    def __init__(self, skip: bool):
+        self.skip = skip
+        self.skipped: dict[str, int] = {}
+        self.dropped: dict[str, int] = {}  # labels the task marks unusable, filtered by design
+
+    def __call__(self, split: str, message: str) -> None:
+        if not self.skip:
+            raise DataError(f"{message} (set task.on_bad_rows: skip to drop such rows)")
+        self.skipped[split] = self.skipped.get(split, 0) + 1
+        log.debug("skipped: %s", message)
+
+
+def _rows(path: Path, columns: list[str] | None = None) -> Iterator[Row]:
+    suffix = path.suffix.lower()
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        if suffix in (".csv", ".tsv", ".txt"):
+            delimiter = "," if suffix == ".csv" else "\t"
+            reader = csv.DictReader(
+                fh,
+                fieldnames=columns,
+                delimiter=delimiter,
+                quoting=csv.QUOTE_MINIMAL if suffix == ".csv" else csv.QUOTE_NONE,
+            )
+            for row in reader:
+                yield reader.line_num, row
+        elif suffix in (".jsonl", ".json"):
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}:{n}: not a JSON object: {exc}") from exc
+                if not isinstance(row, dict):
+                    raise DataError(f"{path}:{n}: expected a JSON object per line")
+                yield n, row
+        else:
+            raise DataError(f"{path}: unknown format {suffix!r}; use .csv, .tsv/.txt or .jsonl")
+
+
+def classification_examples(path: Path, split: str, cfg: TaskConfig, bad: BadRows) -> list[Example]:
+    examples = []
+    columns = [cfg.text_column, cfg.label_column] + (
+        [cfg.text_pair_column] if cfg.text_pair_column else []
+    )
+    for line, row in _rows(path, cfg.columns):
+        where = f"{path}:{line}"
+        missing = [c for c in columns if c not in row]
+        if missing:
+            raise DataError(
+                f"{where}: no column {missing[0]!r} (columns: {sorted(row)}); "
+                "set task.text_column / task.label_column / task.text_pair_column"
+            )
+        text = str(row[cfg.text_column] or "").strip()
+        label = "" if row[cfg.label_column] is None else str(row[cfg.label_column]).strip()
+        if not text:
+            bad(split, f"{where}: empty text")
+            continue
+        if not label:
+            bad(split, f"{where}: row without a label")
+            continue
+        if label in cfg.drop_labels:
+            bad.dropped[split] = bad.dropped.get(split, 0) + 1
+            continue
+        pair = str(row[cfg.text_pair_column] or "").strip() if cfg.text_pair_column else None
+        examples.append(Example(text=text, text_pair=pair, label=cfg.label_map.get(label, label)))
+    return examples
+
+
+def conll_examples(path: Path, split: str, cfg: TaskConfig, bad: BadRows) -> list[Example]:
+    """Sentences of ``char<TAB>tag`` lines separated by blank lines."""
+    examples: list[Example] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    start = 1
+
+    def flush() -> None:
+        if tokens:
+            mapped = [cfg.label_map.get(t, t) for t in tags]
+            try:
+                check_bio(mapped, f"{path}:{start}")
+                examples.append(
+                    Example(text="".join(tokens), tokens=tuple(tokens), tags=tuple(mapped))
+                )
+            except DataError as exc:
+                bad(split, str(exc))
+        tokens.clear()
+        tags.clear()
+
+    with path.open(encoding="utf-8-sig") as fh:
+        for n, line in enumerate(fh, 1):
+            parts = line.rstrip("\n").split("\t") if "\t" in line else line.split()
+            if not line.strip():
+                flush()
+                start = n + 1
+                continue
+            if len(parts) < 2 or not parts[0] or not parts[-1]:
+                raise DataError(f"{path}:{n}: expected 'char<TAB>tag', got {line.rstrip()!r}")
+            tokens.append(parts[0])
+            tags.append(parts[-1].strip())
+    flush()
+    return examples
+
+
+def _read_split(path: Path, split: str, cfg: TaskConfig, bad: BadRows) -> list[Example]:
+    if not path.is_file():
+        raise DataError(f"task.{split}: file {path} does not exist")
+    read = conll_examples if cfg.type == "ner" else classification_examples
+    examples = read(path, split, cfg, bad)
+    if not examples:
+        raise DataError(f"task.{split}: {path} has no usable examples")
+    return examples
+
+
+def check_labels(data: TaskData, bad: BadRows, files: dict[str, Path]) -> None:
+    """Every label must be in the label set; a bad one names its split's file and text."""
+    allowed = set(data.labels)
+    for split, examples in data.splits.items():
+        kept = []
+        for ex in examples:
+            found = [ex.label] if ex.tags is None else list(ex.tags)
+            unknown = [t for t in found if t not in allowed]
+            if unknown:
+                bad(
+                    split,
+                    f"{files.get(split, split)}: label {unknown[0]!r} of {ex.text[:30]!r} "
+                    f"is not in the label set {sorted(allowed)}",
+                )
+                continue
+            kept.append(ex)
+        data.splits[split] = kept
+
+
+@register_task("local", "your own files: task.train/dev/test (csv, tsv, jsonl; conll for ner)")
+def local_files(cfg: TaskConfig) -> TaskData:
+    if cfg.type is None:
+        raise RecipeError("task.type: set classification or ner for local files")
+    if cfg.train is None:
+        raise RecipeError("task.train: a local task needs at least a train file")
+    bad = BadRows(cfg.on_bad_rows == "skip")
+    paths = {s: p for s, p in (("train", cfg.train), ("dev", cfg.dev), ("test", cfg.test)) if p}
+    splits = {split: _read_split(path, split, cfg, bad) for split, path in paths.items()}
+    if "dev" not in splits or "test" not in splits:
+        log.info(
+            "no dev/test file: cutting dev %d and test %d from train", cfg.dev_size, cfg.test_size
+        )
+        cut = seeded_split(splits["train"], cfg.dev_size, cfg.test_size, cfg.split_seed)
+        splits = {s: splits.get(s, cut[s]) if s != "train" else cut["train"] for s in cut}
+    data = TaskData(cfg.name, cfg.type, derive_labels(cfg, splits["train"]), splits)
+    check_labels(data, bad, paths)
+    data.stats.update(skipped=bad.skipped, dropped_labels=bad.dropped)
+    if bad.skipped:
+        log.warning("skipped bad rows: %s", bad.skipped)
+    if bad.dropped:
+        log.info("dropped examples with unusable labels %s: %s", cfg.drop_labels, bad.dropped)
+    return data
+
+
+def derive_labels(cfg: TaskConfig, train: list[Example]) -> list[str]:
+    """The recipe's label list, else the sorted labels (entity types) seen in train."""
+    if cfg.labels:
+        return list(cfg.labels)
+    if cfg.type == "ner":
+        return bio_labels({t[2:] for ex in train for t in ex.tags or () if t != "O"})
+    return sorted({ex.label for ex in train if ex.label is not None})

@@ -1,0 +1,194 @@
+"""Evaluate every step output of an artifacts directory: score, size, latency, memory."""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import torch
+from tqdm.auto import tqdm
+
+from compress.data import encode
+from compress.runner import write_json
+from compress.tasks import TaskData
+from eval.accuracy import predict, score
+from eval.hardware import hardware
+from eval.latency import interleaved_timings, latency_batch, summarize
+from eval.runtimes import Runtime, artifact_kind, load_runtime, size_mb
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Variant:
+    name: str
+    stage: str
+    path: Path
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.path.parent if self.path.is_file() else self.path
+
+
+def variants(root: Path) -> list[Variant]:
+    """The finished steps of a run, in order."""
+    manifest = json.loads((root / "manifest.json").read_text())
+    done = sorted(
+        (e for e in manifest["steps"].items() if e[1].get("status") == "done"),
+        key=lambda item: item[1]["index"],
+    )
+    return [Variant(name, entry["stage"], root / entry["output"]) for name, entry in done]
+
+
+def usable_devices(wanted: list[str]) -> list[str]:
+    devices = [d for d in wanted if d == "cpu" or torch.cuda.is_available()]
+    if len(devices) < len(wanted):
+        log.info("no CUDA device: GPU rows skipped")
+    return devices
+
+
+def _supported(variant: Variant, device: str) -> bool:
+    if artifact_kind(variant.path) != "onnx" or device == "cpu":
+        return True
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers() and "quantized" not in (
+        variant.path.name
+    )
+
+
+def _rss_mb() -> float:
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def score_variant(
+    variant: Variant,
+    device: str,
+    task: TaskData,
+    split: str,
+    max_len: int,
+    threads: int,
+    max_examples: int | None,
+) -> tuple[dict, Runtime]:
+    from transformers import AutoTokenizer
+
+    examples = task.splits[split][:max_examples] if max_examples else task.splits[split]
+    enc = encode(examples, AutoTokenizer.from_pretrained(variant.tokenizer_dir), task, max_len)
+    gc.collect()
+    rss_before = _rss_mb()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    rt = load_runtime(variant.path, task.type, device, threads)
+    value = score(task, examples, enc, predict(rt.forward, enc))
+    memory = (
+        torch.cuda.max_memory_allocated() / 2**20
+        if device == "cuda"
+        else max(0.0, _rss_mb() - rss_before)
+    )
+    row = {
+        "variant": variant.name,
+        "stage": variant.stage,
+        "runtime": rt.runtime,
+        "device": device,
+        "precision": rt.precision,
+        "params": rt.params,
+        "size_mb": round(size_mb(variant.path), 2),
+        "score": round(value, 5),
+        "seq_len": max_len,
+        "memory_mb": round(memory, 1),
+        "path": str(variant.path),
+    }
+    log.info(
+        "%s on %s (%s %s): %s %.4f",
+        variant.name,
+        device,
+        rt.runtime,
+        rt.precision,
+        task.metric,
+        value,
+    )
+    return row, rt
+
+
+def measure_latency(
+    loaded: list[tuple[dict, Runtime]],
+    batch_sizes: list[int],
+    seq_len: int,
+    warmup: int,
+    repeats: int,
+) -> None:
+    """Fill ``latency_ms`` and ``speedup`` of each row; rows of one device are interleaved."""
+    for device in sorted({row["device"] for row, _ in loaded}):
+        group = [(row, rt) for row, rt in loaded if row["device"] == device]
+        reference = group[0][0]
+        bar = tqdm(total=len(batch_sizes) * repeats, desc=f"latency {device}", unit="round")
+        for bs in batch_sizes:
+            calls = {
+                str(i): _timed_call(rt, latency_batch(bs, seq_len, rt.vocab_size))
+                for i, (_, rt) in enumerate(group)
+            }
+            times = interleaved_timings(calls, warmup, repeats, progress=bar.update)
+            for i, (row, _) in enumerate(group):
+                row.setdefault("latency_ms", {})[f"b{bs}"] = summarize(times[str(i)], bs)
+        bar.close()
+        for row, _ in group:
+            row["speedup"] = {
+                b: round(reference["latency_ms"][b]["p50"] / row["latency_ms"][b]["p50"], 3)
+                for b in row["latency_ms"]
+            }
+            row["reference"] = reference["variant"]
+
+
+def _timed_call(rt: Runtime, batch):
+    def call() -> None:
+        rt.forward(batch)
+        rt.sync()
+
+    return call
+
+
+def evaluate_artifacts(root: Path, recipe, task: TaskData) -> dict:
+    """Score and time every variant; write ``eval/metrics.json`` and return it."""
+    cfg = recipe.evaluate
+    threads = cfg.threads or os.cpu_count() or 1
+    loaded = []
+    for variant in variants(root):
+        for device in usable_devices(cfg.devices):
+            if _supported(variant, device):
+                loaded.append(
+                    score_variant(
+                        variant,
+                        device,
+                        task,
+                        cfg.split,
+                        recipe.task.max_seq_len,
+                        threads,
+                        cfg.max_examples,
+                    )
+                )
+    if cfg.latency:
+        measure_latency(loaded, cfg.batch_sizes, cfg.seq_len, cfg.warmup, cfg.repeats)
+    metrics = {
+        "recipe": recipe.name,
+        "task": task.name,
+        "metric": task.metric,
+        "split": cfg.split,
+        "examples": len(task.splits[cfg.split][: cfg.max_examples or None]),
+        "hardware": hardware(threads),
+        "versions": _versions(),
+        "rows": [row for row, _ in loaded],
+    }
+    (root / "eval").mkdir(exist_ok=True)
+    write_json(root / "eval" / "metrics.json", metrics)
+    return metrics
+
+
+def _versions() -> dict:
+    from compress.runner import package_versions
+
+    return package_versions()

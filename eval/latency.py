@@ -1,0 +1,60 @@
+"""Latency that can be trusted: warm-up, interleaved repeats, percentiles, fixed threads."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+
+def interleaved_timings(
+    calls: dict[str, Callable[[], None]],
+    warmup: int,
+    repeats: int,
+    clock: Callable[[], float] = time.perf_counter,
+    progress: Callable[[], None] | None = None,
+) -> dict[str, list[float]]:
+    """Time each call ``repeats`` times in ms, round-robin so that machine noise hits all alike.
+
+    Every call is warmed up first. Each round starts one model later than the previous one, so
+    no model always runs straight after the same neighbour.
+    """
+    names = list(calls)
+    for name in names:
+        for _ in range(warmup):
+            calls[name]()
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(repeats):
+        for k in range(len(names)):
+            name = names[(r + k) % len(names)]
+            start = clock()
+            calls[name]()
+            times[name].append((clock() - start) * 1000.0)
+        if progress:
+            progress()
+    return times
+
+
+def summarize(samples: list[float], batch_size: int) -> dict[str, float]:
+    arr = np.asarray(samples, dtype=float)
+    p50 = float(np.percentile(arr, 50))
+    return {
+        "p50": round(p50, 3),
+        "p90": round(float(np.percentile(arr, 90)), 3),
+        "mean": round(float(arr.mean()), 3),
+        "throughput": round(batch_size * 1000.0 / p50, 2) if p50 > 0 else float("inf"),
+    }
+
+
+def latency_batch(batch_size: int, seq_len: int, vocab_size: int, seed: int = 0):
+    """A full-length batch of in-vocabulary ids (latency does not depend on their values)."""
+    g = torch.Generator().manual_seed(seed)
+    low = min(100, vocab_size - 1)
+    ids = torch.randint(low, vocab_size, (batch_size, seq_len), generator=g)
+    return {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "token_type_ids": torch.zeros_like(ids),
+    }

