@@ -1,0 +1,195 @@
+"""The benchmarks of LERT's table, each with a hub source and a local-file source in the format
+of its original release. Local files win when ``task.train`` is given.
+
+Hub ids were found in public dataset documentation and could not be checked from this offline
+machine; ``python -m compress tasks`` lists them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from compress.errors import RecipeError
+from compress.tasks import TaskData, register_task
+from compress.tasks.config import TaskConfig, TaskType
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    type: TaskType
+    description: str
+    hub: str  # datasets id (config after a colon)
+    local: str  # the release's file format, for the user
+    defaults: dict = field(default_factory=dict)  # TaskConfig fields for local files
+    hub_defaults: dict = field(default_factory=dict)  # TaskConfig fields for the hub copy
+
+
+NLI = ["contradiction", "entailment", "neutral"]
+TNEWS_CODES = [
+    "100",
+    "101",
+    "102",
+    "103",
+    "104",
+    "106",
+    "107",
+    "108",
+    "109",
+    "110",
+    "112",
+    "113",
+    "114",
+    "115",
+    "116",
+]
+MSRA_TAGS = ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
+
+BENCHMARKS = [
+    Benchmark(
+        "chnsenticorp",
+        "classification",
+        "ChnSentiCorp hotel/product review sentiment",
+        "lansinuote/ChnSentiCorp",
+        "TSV with header label<TAB>text_a (qid column ignored)",
+        {"text_column": "text_a", "labels": ["0", "1"]},
+        {"text_column": "text", "labels": ["0", "1"]},
+    ),
+    Benchmark(
+        "tnews",
+        "classification",
+        "TNEWS news titles, 15 classes (CLUE)",
+        "clue/clue:tnews",
+        "CLUE JSON lines: sentence, label (code), label_desc",
+        {"text_column": "sentence", "labels": TNEWS_CODES},
+        {"text_column": "sentence", "split_names": {"test": "validation"}},
+    ),
+    Benchmark(
+        "xnli",
+        "classification",
+        "XNLI Chinese sentence-pair inference",
+        "facebook/xnli:zh",
+        "TSV with header premise<TAB>hypo<TAB>label",
+        {
+            "text_column": "premise",
+            "text_pair_column": "hypo",
+            "labels": NLI,
+            "label_map": {"contradictory": "contradiction"},
+        },
+        {"text_column": "premise", "text_pair_column": "hypothesis"},
+    ),
+    Benchmark(
+        "ocnli",
+        "classification",
+        "OCNLI original Chinese NLI (CLUE)",
+        "clue/clue:ocnli",
+        "CLUE JSON lines: sentence1, sentence2, label ('-' dropped)",
+        {
+            "text_column": "sentence1",
+            "text_pair_column": "sentence2",
+            "labels": NLI,
+            "drop_labels": ["-"],
+        },
+        {
+            "text_column": "sentence1",
+            "text_pair_column": "sentence2",
+            "split_names": {"test": "validation"},
+            "drop_labels": ["-1"],
+        },
+    ),
+    Benchmark(
+        "lcqmc",
+        "classification",
+        "LCQMC question matching (pairs)",
+        "C-MTEB/LCQMC",
+        "TSV without header: text_a<TAB>text_b<TAB>label",
+        {
+            "columns": ["text_a", "text_b", "label"],
+            "text_column": "text_a",
+            "text_pair_column": "text_b",
+            "labels": ["0", "1"],
+        },
+        {"text_column": "sentence1", "text_pair_column": "sentence2", "label_column": "score"},
+    ),
+    Benchmark(
+        "bq",
+        "classification",
+        "BQ Corpus bank question matching (pairs)",
+        "C-MTEB/BQ",
+        "TSV without header: text_a<TAB>text_b<TAB>label",
+        {
+            "columns": ["text_a", "text_b", "label"],
+            "text_column": "text_a",
+            "text_pair_column": "text_b",
+            "labels": ["0", "1"],
+        },
+        {"text_column": "sentence1", "text_pair_column": "sentence2", "label_column": "score"},
+    ),
+    Benchmark(
+        "msra-ner",
+        "ner",
+        "MSRA-NER, character BIO PER/LOC/ORG",
+        "levow/msra_ner",
+        "char<TAB or space>tag lines, blank line between sentences",
+        {"labels": MSRA_TAGS},
+        {"tags_column": "ner_tags", "split_names": {"dev": "test"}},
+    ),
+    Benchmark(
+        "peoples-daily-ner",
+        "ner",
+        "People's Daily NER, character BIO PER/LOC/ORG",
+        "peoples_daily_ner",
+        "char<TAB or space>tag lines, blank line between sentences",
+        {"labels": MSRA_TAGS},
+        {"tags_column": "ner_tags"},
+    ),
+]
+
+UNSUPPORTED = {"cmrc2018": "CMRC 2018", "drcd": "DRCD"}
+
+
+def configure(cfg: TaskConfig, bench: Benchmark) -> TaskConfig:
+    """The benchmark's column and label defaults under the user's own settings."""
+    local = cfg.train is not None
+    defaults = dict(bench.defaults if local else bench.hub_defaults)
+    if not local:
+        dataset, _, subset = bench.hub.partition(":")
+        defaults.update(dataset=dataset, subset=subset or None)
+    update = {k: v for k, v in defaults.items() if k not in cfg.model_fields_set}
+    return cfg.model_copy(update={**update, "type": bench.type})
+
+
+def _loader(bench: Benchmark):
+    def load(cfg: TaskConfig) -> TaskData:
+        from compress.tasks.files import local_files
+        from compress.tasks.hub import hub_task
+
+        cfg = configure(cfg, bench)
+        data = local_files(cfg) if cfg.train is not None else hub_task(cfg)
+        data.name = bench.name
+        return data
+
+    return load
+
+
+def _unsupported(name: str, title: str):
+    def load(cfg: TaskConfig) -> TaskData:
+        raise RecipeError(
+            f"task {name!r}: extractive reading comprehension ({title}) is not "
+            "supported yet; supported types are classification and ner"
+        )
+
+    return load
+
+
+for _bench in BENCHMARKS:
+    register_task(
+        _bench.name, f"{_bench.description} [hub {_bench.hub}; local: {_bench.local}]", _bench.type
+    )(_loader(_bench))
+for _name, _title in UNSUPPORTED.items():
+    register_task(_name, f"{_title} extractive reading comprehension: not supported yet", "qa")(
+        _unsupported(_name, _title)
+    )
