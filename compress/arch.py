@@ -1,0 +1,77 @@
+"""Architectures known before any work, so that impossible targets fail at recipe validation."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from compress.models import NAMED_SHAPES, ModelSource, ShapeSpec
+
+HUB_SHAPES = {f"hfl/chinese-{name}": name for name in NAMED_SHAPES}
+
+
+@dataclass(frozen=True)
+class Arch:
+    layers: int
+    hidden: int
+    heads: int  # per layer (the most any layer has)
+    ffn: int
+
+    def with_(self, **changes) -> Arch:
+        return replace(self, **changes)
+
+
+def arch_of_config(config) -> Arch:
+    pruned = getattr(config, "pruned_heads", {}) or {}
+    removed = max((len(v) for v in pruned.values()), default=0)
+    return Arch(
+        config.num_hidden_layers,
+        config.hidden_size,
+        config.num_attention_heads - (removed if len(pruned) else 0),
+        config.intermediate_size,
+    )
+
+
+def arch_of_spec(spec: ShapeSpec) -> Arch:
+    return Arch(spec.layers, spec.hidden, spec.heads, spec.ffn)
+
+
+def arch_of_source(source: ModelSource | str | None) -> Arch | None:
+    """From a shape, a local config.json, or a known LERT hub id; None when unknown offline."""
+    if source is None:
+        return None
+    src = ModelSource.model_validate(source) if isinstance(source, str) else source
+    if src.shape is not None:
+        return arch_of_spec(src.spec())
+    assert src.source is not None
+    config = Path(src.source).expanduser() / "config.json"
+    if config.is_file():
+        data = json.loads(config.read_text())
+        return Arch(
+            data["num_hidden_layers"],
+            data["hidden_size"],
+            data["num_attention_heads"],
+            data["intermediate_size"],
+        )
+    name = HUB_SHAPES.get(src.source)
+    return arch_of_spec(NAMED_SHAPES[name]) if name else None
+
+
+def plan_archs(recipe) -> tuple[dict[str, Arch | None], list[str]]:
+    """Each step's output architecture where it can be known, and the problems found.
+
+    A stage config may define ``out_arch(in_arch, archs) -> Arch | None`` (default: unchanged)
+    and ``check_arch(in_arch) -> [problems]``.
+    """
+    archs: dict[str, Arch | None] = {}
+    problems: list[str] = []
+    for step in recipe.steps:
+        source = recipe.source_of(step.name)
+        in_arch = archs.get(source) if source else None
+        check = getattr(step.config, "check_arch", None)
+        if check is not None and in_arch is not None:
+            problems += [f"steps({step.name}): {p}" for p in check(in_arch)]
+        out = getattr(step.config, "out_arch", None)
+        archs[step.name] = out(in_arch, archs) if out else in_arch
+    return archs, problems
