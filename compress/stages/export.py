@@ -1,0 +1,81 @@
+"""Stage ``export``: ONNX export with optimum, checked against PyTorch on real examples."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from compress.onnx import ValidationError, compare_logits, torch_reference, validation_batches
+from compress.registry import StageContext, stage
+from compress.training import load_model, load_tokenizer_dir
+
+log = logging.getLogger(__name__)
+
+OPTIMUM_TASKS = {"classification": "text-classification", "ner": "token-classification"}
+
+
+class ExportConfig(BaseModel):
+    """Export the input model to ONNX (dynamic batch and sequence axes) and validate it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    opset: int = Field(18, ge=11)
+    optimize: Literal["none", "O1", "O2"] = "none"  # ORTOptimizer levels; O2 adds BERT fusions
+    atol: float = Field(1e-4, gt=0, description="largest allowed logit difference")
+    validation_examples: int = Field(64, ge=1)
+
+
+def optimize_onnx(directory: Path, level: str) -> Path:
+    from optimum.onnxruntime import ORTOptimizer
+    from optimum.onnxruntime.configuration import OptimizationConfig
+
+    optimizer = ORTOptimizer.from_pretrained(directory)
+    level_number = {"O1": 1, "O2": 2}[level]
+    optimizer.optimize(
+        OptimizationConfig(optimization_level=level_number, optimize_for_gpu=False),
+        save_dir=directory,
+    )
+    return directory / "model_optimized.onnx"
+
+
+@stage("export", ExportConfig)
+def export(cfg: ExportConfig, src: Path | None, ctx: StageContext) -> Path:
+    from optimum.exporters.onnx import main_export
+
+    assert src is not None
+    out = ctx.step_dir / "model"
+    main_export(
+        str(src),
+        out,
+        task=OPTIMUM_TASKS[ctx.task.type],
+        opset=cfg.opset,
+        do_validation=False,
+        local_files_only=True,
+    )
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (src / name).exists() and not (out / name).exists():
+            shutil.copy(src / name, out / name)
+    onnx_path = out / "model.onnx"
+    if cfg.optimize != "none":
+        onnx_path = optimize_onnx(out, cfg.optimize)
+    model, tokenizer = load_model(src, ctx.task.type), load_tokenizer_dir(src)
+    batches = validation_batches(
+        ctx.task, tokenizer, ctx.recipe.task.max_seq_len, cfg.validation_examples
+    )
+    check = compare_logits(torch_reference(model), onnx_path, batches)
+    ctx.record.update(validation=check, opset=cfg.opset, optimize=cfg.optimize, onnx=onnx_path.name)
+    log.info(
+        "ONNX vs PyTorch: max |diff| %.2e, argmax agreement %.4f",
+        check["max_abs_diff"],
+        check["argmax_agreement"],
+    )
+    if check["max_abs_diff"] > cfg.atol:
+        raise ValidationError(
+            f"ONNX logits differ from PyTorch by {check['max_abs_diff']:.2e} > atol {cfg.atol:g}; "
+            "raise export.atol if this is expected (e.g. with optimize: O2), or report a bug"
+        )
+    return onnx_path

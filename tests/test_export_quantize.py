@@ -1,0 +1,206 @@
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from compress.errors import CompressError, RecipeError
+from compress.recipe import parse_recipe
+from compress.runner import run_recipe
+from tests.conftest import (
+    ner_sentences,
+    sentiment_rows,
+    tiny_recipe,
+    write_conll,
+    write_csv,
+)
+
+STEPS = [
+    {"name": "fp32-onnx", "stage": "export"},
+    {"name": "int8-dynamic", "stage": "quantize", "input": "fp32-onnx"},
+    {
+        "name": "int8-static",
+        "stage": "quantize",
+        "input": "fp32-onnx",
+        "mode": "static",
+        "calibration_examples": 16,
+    },
+    {"name": "bnb-int8", "stage": "quantize", "input": "teacher", "backend": "bitsandbytes"},
+    {
+        "name": "bnb-nf4",
+        "stage": "quantize",
+        "input": "teacher",
+        "backend": "bitsandbytes",
+        "bits": "nf4",
+    },
+    {"name": "bf16", "stage": "quantize", "input": "teacher", "backend": "torch", "dtype": "bf16"},
+]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("q")
+    files = {
+        s: write_csv(tmp / f"{s}.csv", sentiment_rows(n, i))
+        for i, (s, n) in enumerate((("train", 160), ("dev", 40), ("test", 40)))
+    }
+    raw = tiny_recipe(files)
+    raw["steps"] += STEPS
+    root = run_recipe(parse_recipe(raw), tmp / "art")
+    return (
+        root,
+        json.loads((root / "report.json").read_text()),
+        json.loads((root / "manifest.json").read_text())["steps"],
+    )
+
+
+def test_export_validated_against_pytorch(run):
+    root, report, steps = run
+    check = steps["fp32-onnx"]["details"]["validation"]
+    assert check["max_abs_diff"] < 1e-4 and check["argmax_agreement"] == 1.0
+    rows = {r["variant"]: r for r in report["rows"]}
+    assert (
+        rows["fp32-onnx"]["runtime"] == "onnxruntime" and rows["fp32-onnx"]["precision"] == "fp32"
+    )
+    assert rows["fp32-onnx"]["score"] == pytest.approx(rows["teacher"]["score"], abs=0.03)
+
+
+@pytest.mark.parametrize("name", ["int8-dynamic", "int8-static"])
+def test_int8_reloads_with_optimum_and_plain_onnxruntime(run, name):
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+    from transformers import AutoTokenizer
+
+    root, report, steps = run
+    path = root / steps[name]["output"]
+    assert path.name == "model_quantized.onnx" and (root / steps["fp32-onnx"]["output"]).exists()
+    tok = AutoTokenizer.from_pretrained(path.parent)
+    batch = tok(["好东西很满意", "太差了退货"], padding=True, return_tensors="pt")
+    model = ORTModelForSequenceClassification.from_pretrained(path.parent, file_name=path.name)
+    via_optimum = model(**batch).logits.numpy()
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    via_ort = sess.run(None, {k: v.numpy() for k, v in batch.items()})[0]
+    assert np.allclose(via_optimum, via_ort, atol=1e-5)
+    details = steps[name]["details"]
+    assert details["preset"] in ("avx512_vnni", "avx512", "avx2", "arm64")
+    assert details["validation"]["argmax_agreement"] >= 0.9
+    row = {r["variant"]: r for r in report["rows"]}[name]
+    assert row["precision"] == "int8" and row["size_mb"] < report["rows"][0]["size_mb"]
+
+
+@pytest.mark.parametrize("name,precision", [("bnb-int8", "int8"), ("bnb-nf4", "nf4")])
+def test_bitsandbytes_on_cpu(run, name, precision):
+    root, report, steps = run
+    row = {r["variant"]: r for r in report["rows"]}[name]
+    assert row["runtime"] == "bitsandbytes" and row["device"] == "cpu"
+    assert row["precision"] == precision
+    assert row["score"] >= report["rows"][0]["score"] - 0.1
+
+
+def test_bf16_cast_runs_on_cpu(run):
+    _, report, _ = run
+    row = {r["variant"]: r for r in report["rows"]}["bf16"]
+    assert row["precision"] == "bf16" and row["runtime"] == "pytorch"
+
+
+def test_preset_choice(monkeypatch):
+    import compress.onnx as onnx_mod
+    import eval.hardware
+
+    monkeypatch.setattr(onnx_mod.platform, "machine", lambda: "x86_64")
+    for flags, expected in [
+        ({"avx2", "avx512f", "avx512bw", "avx512_vnni"}, "avx512_vnni"),
+        ({"avx2", "avx512f", "avx512bw"}, "avx512"),
+        ({"avx2"}, "avx2"),
+    ]:
+        monkeypatch.setattr(eval.hardware, "cpu_flags", lambda f=flags: f)
+        assert onnx_mod.cpu_preset() == expected
+    monkeypatch.setattr(onnx_mod.platform, "machine", lambda: "aarch64")
+    assert onnx_mod.cpu_preset() == "arm64"
+
+
+def test_ner_export_and_a_failed_validation_is_recorded(tmp_path):
+    files = {
+        s: write_conll(tmp_path / f"{s}.conll", ner_sentences(n, i))
+        for i, (s, n) in enumerate((("train", 60), ("dev", 20), ("test", 20)))
+    }
+    raw = tiny_recipe(files, task_type="ner")
+    raw["steps"].append({"name": "onnx", "stage": "export"})
+    root = run_recipe(parse_recipe(raw), tmp_path / "art", evaluate=False)
+    steps = json.loads((root / "manifest.json").read_text())["steps"]
+    assert steps["onnx"]["details"]["validation"]["max_abs_diff"] < 1e-4
+    raw["steps"][-1]["atol"] = 1e-12
+    with pytest.raises(CompressError, match="ONNX logits differ from PyTorch"):
+        run_recipe(parse_recipe(raw), tmp_path / "art", evaluate=False)
+    failed = json.loads((root / "manifest.json").read_text())["steps"]["onnx"]
+    assert failed["status"] == "failed" and failed["details"]["validation"]["max_abs_diff"] > 0
+
+
+def test_pruned_model_exports(tmp_path):
+    from optimum.exporters.onnx import main_export
+    from textpruner import GeneralConfig, TransformerPruner, TransformerPruningConfig
+
+    from compress.models import ShapeSpec, char_tokenizer, init_from_shape
+    from compress.onnx import compare_logits, torch_reference, validation_batches
+    from compress.pruning import prune_vocabulary
+    from compress.stages.export import OPTIMUM_TASKS
+    from compress.tasks import load_task
+    from compress.training import save_model
+
+    files = {
+        s: write_csv(tmp_path / f"{s}.csv", sentiment_rows(40, i))
+        for i, s in enumerate(("train", "dev", "test"))
+    }
+    task = load_task(parse_recipe(tiny_recipe(files)).task)
+    tok = char_tokenizer(task.texts(), 1, tmp_path / "v")
+    model = init_from_shape(
+        ShapeSpec(layers=2, hidden=32, heads=4, ffn=64), tok, task.type, task.labels
+    )
+    model, tok, _ = prune_vocabulary(model, tok, task.texts()[:10], 1, tmp_path / "w")
+    pruner = TransformerPruner(
+        model,
+        TransformerPruningConfig(pruning_method="masks"),
+        GeneralConfig(use_device="cpu", output_dir=str(tmp_path / "w")),
+    )
+    ffn_mask = torch.zeros(2, 64)
+    ffn_mask[:, :40] = 1
+    pruner.prune(
+        head_mask=torch.tensor([[1, 0, 0, 0], [1, 1, 1, 0]]), ffn_mask=ffn_mask, save_model=False
+    )
+    model.config.intermediate_size = 40
+    save_model(model, tok, tmp_path / "m")
+    main_export(
+        str(tmp_path / "m"),
+        tmp_path / "onnx",
+        task=OPTIMUM_TASKS["classification"],
+        do_validation=False,
+        local_files_only=True,
+    )
+    batches = validation_batches(task, tok, 32, 16)
+    check = compare_logits(torch_reference(model), tmp_path / "onnx" / "model.onnx", batches)
+    assert check["max_abs_diff"] < 1e-4
+
+
+def test_wrong_inputs_are_clear(tmp_path, cls_files):
+    raw = tiny_recipe(cls_files)
+    raw["steps"].append({"name": "q", "stage": "quantize"})
+    with pytest.raises(RecipeError, match="needs an ONNX input"):
+        run_recipe(parse_recipe(raw), tmp_path / "art", evaluate=False)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_rows(tmp_path, cls_files):
+    raw = tiny_recipe(cls_files)
+    raw["steps"] += [
+        {"name": "onnx", "stage": "export"},
+        {"name": "int8", "stage": "quantize", "input": "onnx"},
+        {"name": "bnb", "stage": "quantize", "input": "teacher", "backend": "bitsandbytes"},
+    ]
+    raw["evaluate"]["devices"] = ["cpu", "cuda"]
+    root = run_recipe(parse_recipe(raw), tmp_path / "art")
+    report = json.loads((root / "report.json").read_text())
+    cuda = {(r["variant"], r["precision"]) for r in report["rows"] if r["device"] == "cuda"}
+    assert {("teacher", "fp32"), ("teacher", "fp16"), ("bnb", "int8")} <= cuda
+    assert ("int8", "int8") not in cuda  # ORT int8 is a CPU path
+    assert report["hardware"]["gpu"] and (root / "pareto.png").exists()
