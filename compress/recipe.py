@@ -25,6 +25,7 @@ class EvaluateConfig(BaseModel):
 
     split: Literal["dev", "test"] = "test"
     devices: list[Literal["cpu", "cuda"]] = ["cpu"]
+    gpu_precisions: list[Literal["fp32", "fp16", "bf16"]] = ["fp32", "fp16"]
     batch_sizes: list[int] = Field(default=[1, 8, 32], min_length=1)
     seq_len: int = Field(128, ge=8, le=512)
     threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores")
@@ -176,6 +177,10 @@ def parse_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
         for step in recipe.steps:
             check = getattr(step.config, "check_recipe", None)
             problems += [f"steps({step.name}): {p}" for p in (check(recipe) if check else [])]
+        if not problems:
+            from compress.arch import plan_archs
+
+            problems += plan_archs(recipe)[1]
     except ValidationError as exc:
         # step problems were listed above; do not repeat them as "steps: too short"
         problems += [p for p in _describe(exc, Recipe, ()) if not p.startswith("steps:")]

@@ -196,6 +196,7 @@ def _run_one(
         manifest.update(
             step.name,
             status="failed",
+            details=ctx.record,
             error=f"{type(exc).__name__}: {exc}",
             seconds=round(time.perf_counter() - start, 1),
         )

@@ -19,6 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("artifacts"), help="root for --model runs")
     parser.add_argument("overrides", nargs="*", default=[], help="evaluate.x=value ...")
     args = parser.parse_args(argv)
+    if args.model is not None and args.artifacts is not None:  # an override, not a directory
+        args.overrides.insert(0, str(args.artifacts))
+        args.artifacts = None
     setup_logging()
 
     def dispatch() -> int:

@@ -19,7 +19,7 @@ from compress.tasks import TaskData
 from eval.accuracy import predict, score
 from eval.hardware import hardware
 from eval.latency import interleaved_timings, latency_batch, summarize
-from eval.runtimes import Runtime, artifact_kind, load_runtime, size_mb
+from eval.runtimes import Runtime, artifact_kind, load_runtime, size_mb, torch_precision
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +52,26 @@ def usable_devices(wanted: list[str]) -> list[str]:
     return devices
 
 
-def _supported(variant: Variant, device: str) -> bool:
-    if artifact_kind(variant.path) != "onnx" or device == "cpu":
-        return True
-    import onnxruntime as ort
+def runs_for(variant: Variant, device: str, gpu_precisions: list[str]) -> list[str | None]:
+    """The precisions to run ``variant`` at on ``device`` (None: as saved); [] when unsupported.
 
-    return "CUDAExecutionProvider" in ort.get_available_providers() and "quantized" not in (
-        variant.path.name
-    )
+    ORT int8 is a CPU path; fp16 weights are not run on CPU; an fp32 PyTorch model also gets the
+    recipe's GPU precisions on CUDA.
+    """
+    kind = artifact_kind(variant.path)
+    if kind == "onnx":
+        if device == "cpu":
+            return [None]
+        import onnxruntime as ort
+
+        gpu_ok = "CUDAExecutionProvider" in ort.get_available_providers()
+        return [None] if gpu_ok and "quantized" not in variant.path.name else []
+    if kind == "bnb":
+        return [None]
+    saved = torch_precision(variant.path)
+    if device == "cpu":
+        return [] if saved == "fp16" else [None]
+    return [None] if saved != "fp32" else list(dict.fromkeys(["fp32", *gpu_precisions]))
 
 
 def _rss_mb() -> float:
@@ -74,6 +86,7 @@ def score_variant(
     max_len: int,
     threads: int,
     max_examples: int | None,
+    precision: str | None = None,
 ) -> tuple[dict, Runtime]:
     from transformers import AutoTokenizer
 
@@ -83,7 +96,7 @@ def score_variant(
     rss_before = _rss_mb()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    rt = load_runtime(variant.path, task.type, device, threads)
+    rt = load_runtime(variant.path, task.type, device, threads, precision)
     value = score(task, examples, enc, predict(rt.forward, enc))
     memory = (
         torch.cuda.max_memory_allocated() / 2**20
@@ -159,7 +172,7 @@ def evaluate_artifacts(root: Path, recipe, task: TaskData) -> dict:
     loaded = []
     for variant in variants(root):
         for device in usable_devices(cfg.devices):
-            if _supported(variant, device):
+            for precision in runs_for(variant, device, cfg.gpu_precisions):
                 loaded.append(
                     score_variant(
                         variant,
@@ -169,6 +182,7 @@ def evaluate_artifacts(root: Path, recipe, task: TaskData) -> dict:
                         recipe.task.max_seq_len,
                         threads,
                         cfg.max_examples,
+                        precision,
                     )
                 )
     if cfg.latency:

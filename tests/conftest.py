@@ -17,7 +17,7 @@ GOOD = "好棒赞喜欢满意推荐精彩"
 BAD = "差烂糟失望退货垃圾难看"
 FILLER = "这本书手机质量内容物流价格服务包装东西"
 
-TINY_SHAPE = {"layers": 2, "hidden": 32, "heads": 2, "ffn": 64}
+TINY_SHAPE = {"layers": 2, "hidden": 64, "heads": 2, "ffn": 128}  # bnb 4-bit needs >= 64
 
 
 def sentiment_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:

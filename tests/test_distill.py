@@ -43,12 +43,12 @@ def _models(task, tmp_path, teacher_shape, student_shape):
 def test_projection_added_only_when_widths_differ(tmp_path, cls_files):
     task = load_task(parse_recipe(tiny_recipe(cls_files)).task)
     teacher, student, _ = _models(
-        task, tmp_path, {"layers": 4, "hidden": 64, "heads": 4, "ffn": 64}, TINY_SHAPE
+        task, tmp_path, {"layers": 4, "hidden": 128, "heads": 4, "ffn": 64}, TINY_SHAPE
     )
     cfg = DistillConfig(student=StudentConfig(shape=TINY_SHAPE))
     matches = textbrewer_matches(cfg, teacher.config, student.config)
     assert [(m["layer_T"], m["layer_S"]) for m in matches] == [(0, 0), (2, 1), (4, 2)]
-    assert all(m["proj"] == ["linear", 32, 64, {}] for m in matches)
+    assert all(m["proj"] == ["linear", 64, 128, {}] for m in matches)
     same = textbrewer_matches(cfg, student.config, student.config)
     assert all("proj" not in m for m in same)
 
@@ -112,7 +112,7 @@ def test_ner_kd_loss_ignores_padding_and_special_tokens(tmp_path, ner_files):
 def test_cut_from_teacher_keeps_chosen_layers(tmp_path, cls_files):
     task = load_task(parse_recipe(tiny_recipe(cls_files)).task)
     teacher, _, _ = _models(
-        task, tmp_path, {"layers": 4, "hidden": 32, "heads": 2, "ffn": 64}, TINY_SHAPE
+        task, tmp_path, {"layers": 4, "hidden": 64, "heads": 2, "ffn": 64}, TINY_SHAPE
     )
     student = cut_from_teacher(teacher, [0, 3])
     assert student.config.num_hidden_layers == 2 and teacher.config.num_hidden_layers == 4

@@ -181,3 +181,21 @@ def test_word_tags_first_subtoken_and_truncation():
     logits = np.array([[9, 0, 0], [0, 9, 0], [0, 0, 9], [0, 9, 0], [9, 0, 0]], dtype=float)
     tags = word_tags(logits, [None, 0, 0, 1, None], n_words=3, id2label=["O", "B-X", "I-X"])
     assert tags == ["B-X", "B-X", "O"]  # second sub-token ignored; truncated word 2 is O
+
+
+def test_evaluate_a_single_model_a_user_brings(tmp_path, cls_files):
+    from compress.recipe import parse_recipe
+    from compress.runner import run_recipe
+    from eval.__main__ import main
+    from tests.conftest import tiny_recipe
+
+    root = run_recipe(parse_recipe(tiny_recipe(cls_files)), tmp_path / "art", evaluate=False)
+    overrides = [f"task.{s}={p}" for s, p in cls_files.items()] + [
+        "task.type=classification", "evaluate.batch_sizes=[1]", "evaluate.repeats=2"]
+    code = main(["--model", str(root / "01_teacher/model"), "--task", "local",
+                 "--out", str(tmp_path / "single"), *overrides])
+    assert code == 0
+    report = json.loads((tmp_path / "single/eval-model/report.json").read_text())
+    (row,) = report["rows"]
+    assert row["variant"] == "model" and 0.0 <= row["score"] <= 1.0
+    assert "b1" in row["latency_ms"]

@@ -7,7 +7,7 @@ from tests.conftest import tiny_recipe
 
 def test_valid_recipe_and_resolved_round_trip(cls_files):
     recipe = parse_recipe(tiny_recipe(cls_files))
-    assert recipe.steps[0].name == "teacher" and recipe.steps[0].config.epochs == 3
+    assert recipe.steps[0].name == "teacher" and recipe.steps[0].config.epochs == 8
     again = parse_recipe(recipe.resolved())
     assert again.steps[0].config_hash() == recipe.steps[0].config_hash()
 

@@ -1,3 +1,3 @@
 """Recipe stages: importing this package registers every stage."""
 
-from compress.stages import baseline, distill, finetune  # noqa: F401
+from compress.stages import baseline, distill, export, finetune, prune, quantize  # noqa: F401

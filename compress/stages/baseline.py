@@ -30,6 +30,9 @@ class BaselineConfig(BaseModel):
     def references(self) -> list[str]:
         return [self.like]
 
+    def out_arch(self, in_arch, archs):
+        return archs.get(self.like)
+
     def check_recipe(self, recipe) -> list[str]:
         names = {s.name: s.stage for s in recipe.steps}
         if names.get(self.like) != "distill":

@@ -15,7 +15,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from compress.data import IGNORE, batch_indices, collate
-from compress.models import count_parameters
+from compress.models import ModelSource, count_parameters
 from compress.registry import StageContext, stage
 from compress.students import StudentConfig, build_student
 from compress.training import (
@@ -56,6 +56,15 @@ class DistillConfig(TrainConfig):
     matches: Literal["uniform", "none"] | list[HiddenMatch] = "uniform"
     match_weight: float = Field(1.0, ge=0, description="weight of each uniform match")
     cache_teacher_logits: bool = True
+
+    def out_arch(self, in_arch, archs):
+        from compress.arch import arch_of_source
+
+        if self.student.init == "teacher":
+            return in_arch.with_(layers=len(self.student.layers or [])) if in_arch else None
+        if self.student.shape is not None:
+            return arch_of_source(ModelSource(shape=self.student.shape))
+        return arch_of_source(self.student.init)
 
 
 def uniform_layer_map(teacher_layers: int, student_layers: int) -> list[tuple[int, int]]:
@@ -156,20 +165,21 @@ def build_distiller(
     return cls(train_cfg, distill_cfg, teacher, student, adaptor, adaptor), matches, cache
 
 
-@stage("distill", DistillConfig)
-def distill(cfg: DistillConfig, src: Path | None, ctx: StageContext) -> Path:
+def distil_into(
+    cfg: DistillConfig, teacher, student, enc: dict, ctx: StageContext, out_dir: Path
+) -> dict:
+    """Train ``student`` from ``teacher`` on the encoded train split; keep the best dev weights.
+
+    TensorBoard logs go to ``out_dir/logs``; per-epoch checkpoints are removed afterwards.
+    """
     from transformers import get_linear_schedule_with_warmup
 
-    assert src is not None
     task = ctx.task
-    teacher, tokenizer = load_model(src, task.type), load_tokenizer_dir(src)
-    student, tokenizer = build_student(cfg.student, teacher, tokenizer, task)
-    enc = encode_splits(task, tokenizer, ctx.recipe.task.max_seq_len)
     torch.manual_seed(ctx.seed)
     random.seed(ctx.seed)  # TextBrewer shuffles cached batches with the global generator
-    work = ctx.step_dir / "checkpoints"
+    work = out_dir / "checkpoints"
     distiller, matches, cached = build_distiller(
-        cfg, teacher.to(device()), student.to(device()), task.type, ctx.step_dir / "logs", work
+        cfg, teacher.to(device()), student.to(device()), task.type, out_dir / "logs", work
     )
     loader = EpochBatches(enc["train"], cfg.batch_size, ctx.seed)
     epochs = math.ceil(cfg.epochs)
@@ -199,16 +209,27 @@ def distill(cfg: DistillConfig, src: Path | None, ctx: StageContext) -> Path:
                 "num_training_steps": steps,
             },
         )
-    shutil.rmtree(work, ignore_errors=True)  # per-epoch state dicts; the best one is kept below
+    shutil.rmtree(work, ignore_errors=True)
     student.load_state_dict(best["state"])
-    student.config.output_hidden_states = False
+    for model in (teacher, student):
+        model.config.output_hidden_states = False
+    return {
+        "best_dev": best["dev"],
+        "best_step": best["step"],
+        "history": history,
+        "matches": matches,
+        "teacher_logits_cached": cached,
+    }
+
+
+@stage("distill", DistillConfig)
+def distill(cfg: DistillConfig, src: Path | None, ctx: StageContext) -> Path:
+    assert src is not None
+    teacher, tokenizer = load_model(src, ctx.task.type), load_tokenizer_dir(src)
+    student, tokenizer = build_student(cfg.student, teacher, tokenizer, ctx.task)
+    enc = encode_splits(ctx.task, tokenizer, ctx.recipe.task.max_seq_len)
+    result = distil_into(cfg, teacher, student, enc, ctx, ctx.step_dir)
     ctx.record.update(
-        best_dev=best["dev"],
-        best_step=best["step"],
-        history=history,
-        matches=matches,
-        teacher_logits_cached=cached,
-        params=count_parameters(student),
-        teacher_params=count_parameters(teacher),
+        result, params=count_parameters(student), teacher_params=count_parameters(teacher)
     )
     return save_model(student, tokenizer, ctx.step_dir / "model")

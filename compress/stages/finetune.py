@@ -18,7 +18,14 @@ from compress.training import (
 
 
 class FinetuneConfig(TrainConfig):
+    """Train a classifier or tagger on the task's hard labels."""
+
     model: ModelSource | None = None  # default: the input step's model
+
+    def out_arch(self, in_arch, archs):
+        from compress.arch import arch_of_source
+
+        return arch_of_source(self.model) if self.model is not None else in_arch
 
 
 @stage("finetune", FinetuneConfig, needs_input=False)

@@ -1,0 +1,187 @@
+"""Latency of LERT shapes and of the compressed shapes the recipes produce, side by side.
+
+Random weights (latency does not depend on their values). Every model is measured in one
+process, interleaved, and each row's speedup is over LERT-large fp32 PyTorch on the same device.
+
+    python benchmarks/lert_shapes.py                 # CPU, batch 1 and 32, sequence 128
+    python benchmarks/lert_shapes.py --devices cuda  # GPU rows (fp32 and fp16)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from compress.models import LERT_VOCAB_SIZE, NAMED_SHAPES, bert_config  # noqa: E402
+from compress.onnx import cpu_preset, ort_quantize  # noqa: E402
+from eval.hardware import hardware  # noqa: E402
+from eval.latency import interleaved_timings, latency_batch, summarize  # noqa: E402
+from eval.runtimes import load_runtime, size_mb  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    base: str  # named LERT shape
+    heads: int | None = None  # kept heads per layer after pruning
+    ffn: int | None = None
+    vocab: int = LERT_VOCAB_SIZE
+
+
+SHAPES = [
+    Shape("lert-large", "lert-large"),
+    Shape("lert-base", "lert-base"),
+    Shape("lert-base pruned (prune-base: 8 heads, FFN 2048, vocab 6k)", "lert-base", 8, 2048, 6000),
+    Shape("lert-small", "lert-small"),
+    Shape("lert-small pruned (2 heads, FFN 512, vocab 6k)", "lert-small", 2, 512, 6000),
+]
+INT8 = {
+    "lert-small",
+    "lert-small pruned (2 heads, FFN 512, vocab 6k)",
+    "lert-base pruned (prune-base: 8 heads, FFN 2048, vocab 6k)",
+}
+
+
+def build(shape: Shape, out: Path) -> Path:
+    """Save a classifier of ``shape``; pruned heads go through ``config.pruned_heads``."""
+    from transformers import BertForSequenceClassification
+
+    spec = NAMED_SHAPES[shape.base].model_copy(
+        update={"ffn": shape.ffn or NAMED_SHAPES[shape.base].ffn, "vocab_size": shape.vocab}
+    )
+    config = bert_config(spec, shape.vocab, ["negative", "positive"])
+    if shape.heads:
+        config.pruned_heads = {
+            layer: list(range(spec.heads - shape.heads)) for layer in range(spec.layers)
+        }
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).eval().save_pretrained(out)
+    return out
+
+
+def export_int8(model_dir: Path, out: Path) -> Path:
+    from optimum.exporters.onnx import main_export
+
+    main_export(
+        str(model_dir), out, task="text-classification", do_validation=False, local_files_only=True
+    )
+    return ort_quantize(out / "model.onnx", out, preset=cpu_preset())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", nargs="+", default=["cpu"], choices=["cpu", "cuda"])
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        loaded = []
+        for shape in SHAPES:
+            directory = build(shape, Path(tmp) / f"m{len(loaded)}")
+            params = None
+            for device in args.devices:
+                for precision in ["fp32"] if device == "cpu" else ["fp32", "fp16"]:
+                    rt = load_runtime(directory, "classification", device, args.threads, precision)
+                    params = rt.params
+                    loaded.append(
+                        (
+                            {
+                                "model": shape.name,
+                                "runtime": "pytorch",
+                                "device": device,
+                                "precision": precision,
+                                "params": rt.params,
+                                "size_mb": round(size_mb(directory), 1),
+                            },
+                            rt,
+                        )
+                    )
+            if shape.name in INT8 and "cpu" in args.devices:
+                onnx_path = export_int8(directory, Path(tmp) / f"o{len(loaded)}")
+                rt = load_runtime(onnx_path, "classification", "cpu", args.threads)
+                loaded.append(
+                    (
+                        {
+                            "model": shape.name,
+                            "runtime": "onnxruntime",
+                            "device": "cpu",
+                            "precision": "int8",
+                            "params": params,
+                            "size_mb": round(size_mb(onnx_path), 1),
+                        },
+                        rt,
+                    )
+                )
+        for bs in args.batch_sizes:
+            for device in args.devices:
+                group = [(row, rt) for row, rt in loaded if row["device"] == device]
+                calls = {
+                    str(i): _call(rt, latency_batch(bs, args.seq_len, rt.vocab_size))
+                    for i, (_, rt) in enumerate(group)
+                }
+                times = interleaved_timings(calls, args.warmup, args.repeats)
+                for i, (row, _) in enumerate(group):
+                    row[f"b{bs}"] = summarize(times[str(i)], bs)
+        rows = [row for row, _ in loaded]
+    for device in args.devices:
+        _print_table([r for r in rows if r["device"] == device], args.batch_sizes, device)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(
+            json.dumps(
+                {"hardware": hardware(args.threads), "seq_len": args.seq_len, "rows": rows},
+                indent=2,
+            )
+        )
+
+
+def _call(rt, batch):
+    def run() -> None:
+        rt.forward(batch)
+        rt.sync()
+
+    return run
+
+
+def _print_table(rows: list[dict], batch_sizes: list[int], device: str) -> None:
+    reference = rows[0]
+    head = ["model", "runtime", "precision", "params (M)", "MB"] + [
+        f"b{b} p50 ms (speedup)" for b in batch_sizes
+    ]
+    print(
+        f"\n{device.upper()} (speedup over {reference['model']} {reference['precision']} "
+        "PyTorch, measured in this run)\n"
+    )
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in rows:
+        cells = [
+            r["model"],
+            r["runtime"],
+            r["precision"],
+            f"{r['params'] / 1e6:.1f}",
+            f"{r['size_mb']:.0f}",
+        ]
+        for b in batch_sizes:
+            p50 = r[f"b{b}"]["p50"]
+            cells.append(f"{p50:.1f} ({reference[f'b{b}']['p50'] / p50:.2f}x)")
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""Smoke runs of the real LERT recipes against LERT-shaped local checkpoints (slow)."""
+
+import json
+
+import pytest
+
+from compress.errors import CompressError, ModelSourceError
+from compress.recipe import load_recipe
+from compress.runner import run_recipe
+from tests.conftest import sentiment_rows
+from tests.lert_shapes import build_lert
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def lert_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lert")
+    return {
+        name: build_lert(name, root / name) for name in ("lert-small", "lert-base", "lert-large")
+    }
+
+
+@pytest.fixture(scope="session")
+def chnsenticorp_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("chnsenticorp")
+    files = {}
+    for i, (split, n) in enumerate((("train", 24), ("dev", 8), ("test", 8))):
+        lines = ["label\ttext_a"] + [
+            f"{int(label == 'positive')}\t{text}" for text, label in sentiment_rows(n, i)
+        ]
+        files[split] = root / f"{split}.tsv"
+        files[split].write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return [f"task.{s}={p}" for s, p in files.items()]
+
+
+QUICK = ["task.max_seq_len=32", "evaluate.latency=false", "evaluate.devices=[cpu]"]
+
+
+def _steps(names, **options):
+    return [f"steps.{n}.{k}={v}" for n in names for k, v in options.items()]
+
+
+def test_distill_recipe_offline_fails_at_the_hub_with_a_clear_message(tmp_path, chnsenticorp_files):
+    with pytest.raises(CompressError, match="lansinuote/ChnSentiCorp"):
+        run_recipe(load_recipe("recipes/distill-large-to-small.yaml"), tmp_path)
+    recipe = load_recipe("recipes/distill-large-to-small.yaml", chnsenticorp_files)
+    with pytest.raises(ModelSourceError, match="hfl/chinese-lert-large.*HF_ENDPOINT") as err:
+        run_recipe(recipe, tmp_path)
+    assert "steps.teacher.model=" in str(err.value)
+
+
+@pytest.mark.parametrize("student", ["lert-small", "lert-base"])
+def test_distill_large_to_student_real_shapes(tmp_path, lert_dirs, chnsenticorp_files, student):
+    recipe_name = f"distill-large-to-{student.split('-')[1]}"
+    overrides = (
+        chnsenticorp_files
+        + QUICK
+        + [
+            f"steps.teacher.model={lert_dirs['lert-large']}",
+            f"steps.student.student.init={lert_dirs[student]}",
+        ]
+        + _steps(["teacher", "student"], max_steps=2, batch_size=4)
+    )
+    root = run_recipe(load_recipe(f"recipes/{recipe_name}.yaml", overrides), tmp_path)
+    steps = json.loads((root / "manifest.json").read_text())["steps"]
+    matches = steps["student"]["details"]["matches"]
+    assert [(m["layer_T"], m["layer_S"]) for m in matches] == [(2 * i, i) for i in range(13)]
+    width = {"lert-small": 256, "lert-base": 768}[student]
+    assert matches[0]["proj"] == ["linear", width, 1024, {}]
+    rows = {r["variant"]: r for r in json.loads((root / "report.json").read_text())["rows"]}
+    assert set(rows) == {"teacher", "student", "student-no-kd"}
+    assert 320e6 < rows["teacher"]["params"] < 330e6
+
+
+def test_prune_base_real_shape(tmp_path, lert_dirs, chnsenticorp_files):
+    overrides = (
+        chnsenticorp_files
+        + QUICK
+        + [
+            f"steps.lert-base.model={lert_dirs['lert-base']}",
+            "steps.lert-base.max_steps=2",
+            "steps.lert-base.batch_size=4",
+            "steps.pruned.transformer.n_iters=2",
+            "steps.pruned.transformer.batches=2",
+            "steps.pruned.transformer.batch_size=4",
+            "steps.pruned.recover.max_steps=2",
+            "steps.pruned.recover.batch_size=4",
+        ]
+    )
+    root = run_recipe(load_recipe("recipes/prune-base.yaml", overrides), tmp_path)
+    details = json.loads((root / "manifest.json").read_text())["steps"]["pruned"]["details"]
+    assert details["transformer"]["heads_per_layer"] == [8] * 12
+    assert details["transformer"]["ffn_size"] == 2048
+    assert details["after"]["vocab_size"] < 21128
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(root / "02_pruned/model")
+    assert model.config.intermediate_size == 2048
+    assert model.bert.encoder.layer[0].attention.self.num_attention_heads == 8
+
+
+def test_quantize_small_real_shape(tmp_path, lert_dirs, chnsenticorp_files):
+    overrides = (
+        chnsenticorp_files
+        + QUICK
+        + [
+            f"steps.lert-small.model={lert_dirs['lert-small']}",
+            "steps.lert-small.max_steps=2",
+            "steps.lert-small.batch_size=4",
+            "steps.int8-static.calibration_examples=8",
+        ]
+    )
+    root = run_recipe(load_recipe("recipes/quantize-small.yaml", overrides), tmp_path)
+    rows = {r["variant"]: r for r in json.loads((root / "report.json").read_text())["rows"]}
+    assert rows["int8-dynamic"]["precision"] == rows["int8-static"]["precision"] == "int8"
+    assert rows["int8-dynamic"]["size_mb"] < 0.5 * rows["onnx"]["size_mb"]
+
+
+def _write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_task_generic_distill_on_lcqmc(tmp_path, lert_dirs):
+    pairs = "\n".join(["怎么开户\t如何开户\t1", "怎么开户\t今天天气\t0"] * 6) + "\n"
+    files = [f"task.{s}={_write(tmp_path / f'{s}.txt', pairs)}" for s in ("train", "dev", "test")]
+    overrides = [
+        "task.name=lcqmc",
+        *files,
+        *QUICK,
+        f"steps.teacher.model={lert_dirs['lert-base']}",
+        f"steps.student.student.init={lert_dirs['lert-small']}",
+        *_steps(["teacher", "student"], max_steps=2, batch_size=4),
+    ]
+    root = run_recipe(load_recipe("recipes/distill-large-to-small.yaml", overrides), tmp_path)
+    report = json.loads((root / "report.json").read_text())
+    assert report["task"] == "lcqmc" and len(report["rows"]) == 3
+
+
+def test_msra_ner_recipe(tmp_path, lert_dirs):
+    conll = "张 B-PER\n伟 I-PER\n在 O\n北 B-LOC\n京 I-LOC\n\n新 B-ORG\n华 I-ORG\n社 I-ORG\n\n" * 4
+    files = [f"task.{s}={_write(tmp_path / f'{s}.bio', conll)}" for s in ("train", "dev", "test")]
+    overrides = [
+        *files,
+        *QUICK,
+        f"steps.teacher.model={lert_dirs['lert-base']}",
+        f"steps.student.student.init={lert_dirs['lert-small']}",
+        *_steps(["teacher", "student"], max_steps=2, batch_size=4),
+    ]
+    root = run_recipe(load_recipe("recipes/distill-large-to-small-msra.yaml", overrides), tmp_path)
+    report = json.loads((root / "report.json").read_text())
+    assert report["metric"] == "entity_f1" and len(report["rows"]) == 3
+
+
+def test_tnews_recipe(tmp_path, lert_dirs):
+    rows = (
+        "\n".join(
+            json.dumps(
+                {"label": c, "label_desc": "x", "sentence": s, "keywords": ""}, ensure_ascii=False
+            )
+            for c, s in [("102", "电影上映"), ("116", "新游戏发布")] * 4
+        )
+        + "\n"
+    )
+    files = [f"task.{s}={_write(tmp_path / f'{s}.json', rows)}" for s in ("train", "dev", "test")]
+    overrides = [
+        *files,
+        *QUICK,
+        f"steps.lert-base.model={lert_dirs['lert-base']}",
+        "steps.lert-base.max_steps=2",
+        "steps.lert-base.batch_size=4",
+    ]
+    root = run_recipe(load_recipe("recipes/finetune-lert-base-tnews.yaml", overrides), tmp_path)
+    model_config = json.loads((root / "01_lert-base/model/config.json").read_text())
+    assert len(model_config["id2label"]) == 15
