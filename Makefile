@@ -24,15 +24,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps textpruner==1.1.post2
 	touch $(STAMP)
 
+# the tests also exercise the TensorFlow checkpoint conversion (the optional tf extra)
+$(VENV)/.installed-tf: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,tf]'
+	touch $@
+
 install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/python -m compress run $(recipe) --out $(OUT) $(ARGS)
 
-test: $(STAMP)
+test: $(VENV)/.installed-tf
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-test-fast: $(STAMP)
+test-fast: $(VENV)/.installed-tf
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -21,6 +21,14 @@ def _parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="re-render the report from eval/metrics.json only")
     report.add_argument("artifacts", type=Path)
     sub.add_parser("tasks", help="list the registered tasks")
+    conv = sub.add_parser("convert-tf", help="LERT's TensorFlow 1.x release -> HF directory")
+    conv.add_argument("ckpt_dir", type=Path, help="lert_model.ckpt.*, lert_config.json, vocab.txt")
+    conv.add_argument("out_dir", type=Path)
+    conv.add_argument(
+        "--keep-extra-heads",
+        action="store_true",
+        help="save non-BERT variables (linguistic heads) to extra_heads.safetensors",
+    )
     sub.add_parser("stages", help="list the registered stages")
     return parser
 
@@ -61,6 +69,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'task':19s} {'type':15s} {'metric':10s} description [sources]")
             for name, entry in sorted(registered_tasks().items()):
                 print(f"{name:19s} {entry.type:15s} {entry.metric:10s} {entry.description}")
+        elif args.command == "convert-tf":
+            from compress.convert_tf import convert
+
+            report = convert(args.ckpt_dir, args.out_dir, args.keep_extra_heads)
+            print(
+                f"converted {report['converted']} tensors to {args.out_dir}; "
+                f"skipped {report['skipped_optimizer']} optimizer variables and "
+                f"{len(report['extra_heads'])} other variables"
+                f"{' (kept in extra_heads.safetensors)' if report['extra_heads_kept'] else ''}"
+            )
         elif args.command == "stages":
             from compress.registry import load_stages
 

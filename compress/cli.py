@@ -16,7 +16,16 @@ def setup_logging(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    for noisy in ("textbrewer", "transformers", "datasets", "urllib3", "matplotlib", "httpx"):
+    for noisy in (
+        "textbrewer",
+        "Distillation",
+        "transformers",
+        "datasets",
+        "urllib3",
+        "matplotlib",
+        "httpx",
+        "optimum",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

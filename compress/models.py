@@ -110,8 +110,7 @@ def source_error(source: str, exc: Exception) -> ModelSourceError:
         f"{', HF_HUB_OFFLINE=1' if offline else ''}): {type(exc).__name__}: "
         f"{str(exc).splitlines()[0] if str(exc) else ''}\n"
         "Ways around it:\n"
-        "  - download it where the hub is reachable and point the recipe at the directory, e.g.\n"
-        "    make recipe=NAME ARGS='steps.teacher.model=/data/chinese-lert-large'\n"
+        "  - download it where the hub is reachable and point the recipe at the directory\n"
         "  - set HF_ENDPOINT to a hub mirror you can reach\n"
         "  - with the model already in the local cache, set HF_HUB_OFFLINE=1"
     )

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from compress.errors import LockError
+from compress.errors import LockError, ModelSourceError
 from compress.recipe import Recipe
 from compress.registry import StageContext, load_stages
 
@@ -192,15 +192,18 @@ def _run_one(
     start = time.perf_counter()
     try:
         produced = stage.fn(step.config, src, ctx)
-    except BaseException as exc:
-        manifest.update(
-            step.name,
-            status="failed",
-            details=ctx.record,
-            error=f"{type(exc).__name__}: {exc}",
-            seconds=round(time.perf_counter() - start, 1),
+    except ModelSourceError as exc:
+        _record_failure(manifest, step.name, ctx, exc, start, tmp)
+        key = getattr(step.config, "model_key", None)
+        hint = (
+            f"\nFor a local copy: make recipe={recipe.name} "
+            f"ARGS='steps.{step.name}.{key}=/path/to/model'"
+            if key
+            else ""
         )
-        shutil.rmtree(tmp, ignore_errors=True)
+        raise ModelSourceError(f"step {step.name!r} ({step.stage}): {exc}{hint}") from exc
+    except BaseException as exc:
+        _record_failure(manifest, step.name, ctx, exc, start, tmp)
         raise
     relative = Path(produced).resolve().relative_to(tmp.resolve())
     shutil.rmtree(final, ignore_errors=True)
@@ -215,6 +218,17 @@ def _run_one(
     )
     log.info("step %d %s done in %.1f s -> %s", index, step.name, seconds, final / relative)
     return manifest.steps()[step.name]
+
+
+def _record_failure(manifest, name, ctx, exc, start, tmp) -> None:
+    manifest.update(
+        name,
+        status="failed",
+        details=ctx.record,
+        error=f"{type(exc).__name__}: {exc}",
+        seconds=round(time.perf_counter() - start, 1),
+    )
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def run_recipe(recipe: Recipe, out_root: Path, evaluate: bool = True) -> Path:

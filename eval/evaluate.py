@@ -42,7 +42,13 @@ def variants(root: Path) -> list[Variant]:
         (e for e in manifest["steps"].items() if e[1].get("status") == "done"),
         key=lambda item: item[1]["index"],
     )
-    return [Variant(name, entry["stage"], root / entry["output"]) for name, entry in done]
+    out = []
+    for name, entry in done:
+        out.append(Variant(name, entry["stage"], root / entry["output"]))
+        step_dir = root / entry["output"].split("/")[0]
+        for label, relative in entry.get("details", {}).get("extra_variants", {}).items():
+            out.append(Variant(f"{name} ({label})", entry["stage"], step_dir / relative))
+    return out
 
 
 def usable_devices(wanted: list[str]) -> list[str]:

@@ -89,7 +89,7 @@ def _table(rows: list[dict], teacher: dict, title: str) -> list[str]:
             "kept",
         ]
         + [f"{b} p50 ms (speedup)" for b in batches]
-        + ["mem MB"]
+        + ["RSS Δ MB"]
     )
     return (
         [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -106,7 +106,8 @@ def render_markdown(report: dict) -> str:
         f"Task `{report['task']}`, {report['split']} split ({report['examples']} examples), "
         f"metric {report['metric']} in points. Latency: sequence length "
         f"{rows[0]['seq_len'] if rows else '?'}, p50 over repeated interleaved runs; speedup "
-        f"is over `{rows[0]['variant'] if rows else '?'}` on the same device, in the same run.",
+        f"is over `{rows[0]['variant'] if rows else '?'}` on the same device, in the same run. "
+        "RSS Δ: resident memory added by loading and scoring the model (GPU: peak allocated).",
         "",
         f"CPU: {hw['cpu']} ({hw['arch']}, {hw['cores']} cores, {hw['threads']} threads, "
         f"{', '.join(hw['isa']) or 'no listed ISA flags'}, {hw['memory_gb']} GiB). "
@@ -160,22 +161,27 @@ def plot_pareto(rows: list[dict], path: Path, metric: str) -> None:
     ]
     if not panels:
         return
-    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 5.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(8.5 * len(panels), 6), squeeze=False)
     for ax, device in zip(axes[0], panels, strict=True):
         group = [r for r in rows if r["device"] == device and "b1" in r.get("latency_ms", {})]
         xs = [r["latency_ms"]["b1"]["p50"] for r in group]
         ys = [r["score"] * 100 for r in group]
-        sizes = [max(30.0, min(900.0, 6 * r["size_mb"])) for r in group]
+        largest = max(r["size_mb"] for r in group) or 1.0
+        sizes = [60 + 900 * r["size_mb"] / largest for r in group]
         ax.scatter(
-            xs, ys, s=sizes, alpha=0.55, c=range(len(group)), cmap="viridis", edgecolors="black"
+            xs, ys, s=sizes, alpha=0.5, c=range(len(group)), cmap="viridis", edgecolors="black"
         )
-        for x, y, r in zip(xs, ys, group, strict=True):
+        # alternate labels above and below, in order of latency, so neighbours do not collide
+        order = sorted(range(len(group)), key=lambda i: xs[i])
+        for rank, i in enumerate(order):
+            r = group[i]
             ax.annotate(
                 f"{r['variant']}\n{r['runtime']} {r['precision']}, {r['size_mb']:.1f} MB",
-                (x, y),
+                (xs[i], ys[i]),
                 textcoords="offset points",
-                xytext=(8, 4),
+                xytext=(10, 10 if rank % 2 == 0 else -24),
                 fontsize=8,
+                arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6},
             )
         front = pareto_front(list(zip(xs, ys, strict=True)))
         ax.plot(

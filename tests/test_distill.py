@@ -155,3 +155,13 @@ def test_baseline_must_name_a_distill_step(cls_files):
     raw["steps"][2]["like"] = "teacher"
     with pytest.raises(Exception, match="'teacher' is not a distill step"):
         parse_recipe(raw)
+
+
+def test_distill_with_max_steps_evaluates_and_keeps_best(tmp_path, cls_files):
+    raw = distill_recipe(cls_files, matches="none")
+    raw["steps"][1]["max_steps"] = 12  # 10 steps an epoch: checkpoints at 10 and 12
+    raw["steps"] = raw["steps"][:2]
+    root = run_recipe(parse_recipe(raw), tmp_path / "art", evaluate=False)
+    details = json.loads((root / "manifest.json").read_text())["steps"]["student"]["details"]
+    assert [h["step"] for h in details["history"]] == [10, 12]
+    assert details["teacher_logits_cached"] is False  # TextBrewer caches only per epoch

@@ -191,9 +191,21 @@ def test_evaluate_a_single_model_a_user_brings(tmp_path, cls_files):
 
     root = run_recipe(parse_recipe(tiny_recipe(cls_files)), tmp_path / "art", evaluate=False)
     overrides = [f"task.{s}={p}" for s, p in cls_files.items()] + [
-        "task.type=classification", "evaluate.batch_sizes=[1]", "evaluate.repeats=2"]
-    code = main(["--model", str(root / "01_teacher/model"), "--task", "local",
-                 "--out", str(tmp_path / "single"), *overrides])
+        "task.type=classification",
+        "evaluate.batch_sizes=[1]",
+        "evaluate.repeats=2",
+    ]
+    code = main(
+        [
+            "--model",
+            str(root / "01_teacher/model"),
+            "--task",
+            "local",
+            "--out",
+            str(tmp_path / "single"),
+            *overrides,
+        ]
+    )
     assert code == 0
     report = json.loads((tmp_path / "single/eval-model/report.json").read_text())
     (row,) = report["rows"]

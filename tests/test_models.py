@@ -63,3 +63,20 @@ def test_missing_local_directory_error(tmp_path):
     src = ModelSource.model_validate(str(tmp_path / "nowhere"))
     with pytest.raises(ModelSourceError, match="local directory"):
         load_pretrained(src, "classification", ["a", "b"])
+
+
+def test_convert_tf_without_tensorflow_names_the_extra(monkeypatch, tmp_path):
+    import builtins
+
+    from compress.convert_tf import ConversionError, read_checkpoint
+
+    real_import = builtins.__import__
+
+    def no_tf(name, *args, **kwargs):
+        if name == "tensorflow":
+            raise ImportError("No module named 'tensorflow'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tf)
+    with pytest.raises(ConversionError, match=r"install the tf extra"):
+        read_checkpoint(tmp_path / "lert_model.ckpt")

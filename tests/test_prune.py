@@ -186,3 +186,4 @@ def test_prune_stage_end_to_end_with_recovery(tmp_path, cls_files, method):
     assert details["recovery"]["best_dev"] >= 0.5
     rows = {r["variant"]: r for r in json.loads((root / "report.json").read_text())["rows"]}
     assert rows["pruned"]["params"] == details["after"]["params"]["total"]
+    assert rows["pruned (before recovery)"]["params"] == rows["pruned"]["params"]

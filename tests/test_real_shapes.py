@@ -45,9 +45,10 @@ def test_distill_recipe_offline_fails_at_the_hub_with_a_clear_message(tmp_path, 
     with pytest.raises(CompressError, match="lansinuote/ChnSentiCorp"):
         run_recipe(load_recipe("recipes/distill-large-to-small.yaml"), tmp_path)
     recipe = load_recipe("recipes/distill-large-to-small.yaml", chnsenticorp_files)
-    with pytest.raises(ModelSourceError, match="hfl/chinese-lert-large.*HF_ENDPOINT") as err:
+    with pytest.raises(ModelSourceError, match="(?s)hfl/chinese-lert-large.*HF_ENDPOINT") as err:
         run_recipe(recipe, tmp_path)
-    assert "steps.teacher.model=" in str(err.value)
+    assert "step 'teacher' (finetune)" in str(err.value)
+    assert "make recipe=distill-large-to-small ARGS='steps.teacher.model=" in str(err.value)
 
 
 @pytest.mark.parametrize("student", ["lert-small", "lert-base"])

@@ -9,7 +9,7 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -56,6 +56,7 @@ class DistillConfig(TrainConfig):
     matches: Literal["uniform", "none"] | list[HiddenMatch] = "uniform"
     match_weight: float = Field(1.0, ge=0, description="weight of each uniform match")
     cache_teacher_logits: bool = True
+    model_key: ClassVar[str] = "student.init"
 
     def out_arch(self, in_arch, archs):
         from compress.arch import arch_of_source
@@ -134,11 +135,24 @@ class EpochBatches:
             yield collate(self.enc, idx)
 
 
+def _local_rank() -> int:
+    """TextBrewer's DDP switch: the torchrun rank once a process group is up, else -1."""
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    return int(os.environ.get("LOCAL_RANK", 0)) if distributed else -1
+
+
 def build_distiller(
-    cfg: DistillConfig, teacher, student, task_type: str, log_dir: Path, work_dir: Path
+    cfg: DistillConfig,
+    teacher,
+    student,
+    task_type: str,
+    log_dir: Path,
+    work_dir: Path,
+    ckpt_steps: int | None = None,
 ):
     """A TextBrewer distiller: BasicDistiller with a logits cache when only logits are matched
-    and caching is on, else GeneralDistiller with the intermediate matches."""
+    and caching is on, else GeneralDistiller with the intermediate matches. ``ckpt_steps``:
+    evaluate every so many steps when training for ``max_steps`` (else once per epoch)."""
     from textbrewer import BasicDistiller, DistillationConfig, GeneralDistiller, TrainingConfig
 
     matches = textbrewer_matches(cfg, teacher.config, student.config)
@@ -150,7 +164,8 @@ def build_distiller(
         log_dir=str(log_dir),
         device=device(),
         ckpt_frequency=1,
-        local_rank=int(os.environ.get("LOCAL_RANK", -1)),
+        ckpt_steps=ckpt_steps,
+        local_rank=_local_rank(),
     )
     distill_cfg = DistillationConfig(
         temperature=cfg.temperature,
@@ -178,10 +193,16 @@ def distil_into(
     torch.manual_seed(ctx.seed)
     random.seed(ctx.seed)  # TextBrewer shuffles cached batches with the global generator
     work = out_dir / "checkpoints"
-    distiller, matches, cached = build_distiller(
-        cfg, teacher.to(device()), student.to(device()), task.type, out_dir / "logs", work
-    )
     loader = EpochBatches(enc["train"], cfg.batch_size, ctx.seed)
+    distiller, matches, cached = build_distiller(
+        cfg,
+        teacher.to(device()),
+        student.to(device()),
+        task.type,
+        out_dir / "logs",
+        work,
+        ckpt_steps=min(len(loader), cfg.max_steps or len(loader)),
+    )
     epochs = math.ceil(cfg.epochs)
     steps = cfg.max_steps or epochs * len(loader)
     optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from compress.errors import RecipeError
 from compress.models import ModelSource, count_parameters, model_for_task
@@ -21,6 +22,7 @@ class FinetuneConfig(TrainConfig):
     """Train a classifier or tagger on the task's hard labels."""
 
     model: ModelSource | None = None  # default: the input step's model
+    model_key: ClassVar[str] = "model"  # where a recipe names the model (for error hints)
 
     def out_arch(self, in_arch, archs):
         from compress.arch import arch_of_source

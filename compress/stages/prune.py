@@ -167,6 +167,9 @@ def prune(cfg: PruneConfig, src: Path | None, ctx: StageContext) -> Path:
     shutil.rmtree(work, ignore_errors=True)
     record["after"] = {"params": count_parameters(model), "vocab_size": len(tokenizer)}
     if cfg.recover is not None:
+        # the pruned model before recovery stays beside the result, so the report shows both
+        save_model(model, tokenizer, ctx.step_dir / "before_recovery")
+        record["extra_variants"] = {"before recovery": "before_recovery"}
         record["recovery"] = recover(model, tokenizer, cfg.recover, src, kept_ids, ctx)
     ctx.record.update(record)
     return save_model(model, tokenizer, ctx.step_dir / "model")

@@ -1,0 +1,164 @@
+"""LERT's TensorFlow release -> HF: every tensor equals the TF variable it came from."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow", reason="the tf extra is not installed")
+
+HIDDEN, LAYERS, HEADS, FFN, VOCAB = 32, 2, 2, 64, 50
+
+
+def bert_variables(rng) -> dict[str, np.ndarray]:
+    """Google BERT variable names and shapes (TF layout: kernels are [in, out])."""
+
+    def r(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+
+    v = {
+        "bert/embeddings/word_embeddings": r(VOCAB, HIDDEN),
+        "bert/embeddings/position_embeddings": r(64, HIDDEN),
+        "bert/embeddings/token_type_embeddings": r(2, HIDDEN),
+        "bert/embeddings/LayerNorm/gamma": r(HIDDEN),
+        "bert/embeddings/LayerNorm/beta": r(HIDDEN),
+        "bert/pooler/dense/kernel": r(HIDDEN, HIDDEN),
+        "bert/pooler/dense/bias": r(HIDDEN),
+        "cls/predictions/transform/dense/kernel": r(HIDDEN, HIDDEN),
+        "cls/predictions/transform/dense/bias": r(HIDDEN),
+        "cls/predictions/transform/LayerNorm/gamma": r(HIDDEN),
+        "cls/predictions/transform/LayerNorm/beta": r(HIDDEN),
+        "cls/predictions/output_bias": r(VOCAB),
+        "cls/seq_relationship/output_weights": r(2, HIDDEN),
+        "cls/seq_relationship/output_bias": r(2),
+    }
+    for i in range(LAYERS):
+        p = f"bert/encoder/layer_{i}"
+        for name in (
+            "attention/self/query",
+            "attention/self/key",
+            "attention/self/value",
+            "attention/output/dense",
+        ):
+            v[f"{p}/{name}/kernel"], v[f"{p}/{name}/bias"] = r(HIDDEN, HIDDEN), r(HIDDEN)
+        v[f"{p}/intermediate/dense/kernel"], v[f"{p}/intermediate/dense/bias"] = (
+            r(HIDDEN, FFN),
+            r(FFN),
+        )
+        v[f"{p}/output/dense/kernel"], v[f"{p}/output/dense/bias"] = r(FFN, HIDDEN), r(HIDDEN)
+        for ln in ("attention/output/LayerNorm", "output/LayerNorm"):
+            v[f"{p}/{ln}/gamma"], v[f"{p}/{ln}/beta"] = r(HIDDEN), r(HIDDEN)
+    return v
+
+
+EXTRA = {"cls/pos_head/dense/kernel": (HIDDEN, 28), "cls/ner_head/output_bias": (13,)}
+# the HF key each TF variable must land in, and whether it is transposed
+EXPECTED = {
+    "bert/embeddings/word_embeddings": ("bert.embeddings.word_embeddings.weight", False),
+    "bert/embeddings/LayerNorm/gamma": ("bert.embeddings.LayerNorm.weight", False),
+    "bert/encoder/layer_1/attention/self/key/kernel": (
+        "bert.encoder.layer.1.attention.self.key.weight",
+        True,
+    ),
+    "bert/encoder/layer_0/intermediate/dense/kernel": (
+        "bert.encoder.layer.0.intermediate.dense.weight",
+        True,
+    ),
+    "bert/encoder/layer_0/output/LayerNorm/beta": (
+        "bert.encoder.layer.0.output.LayerNorm.bias",
+        False,
+    ),
+    "cls/predictions/output_bias": ("cls.predictions.bias", False),
+    "cls/seq_relationship/output_weights": ("cls.seq_relationship.weight", False),
+}
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    """A LERT-style release written by TensorFlow: checkpoint, config, vocab."""
+    root = tmp_path_factory.mktemp("lert_tf")
+    rng = np.random.default_rng(0)
+    variables = bert_variables(rng)
+    variables.update({k: rng.standard_normal(s).astype(np.float32) for k, s in EXTRA.items()})
+    variables["bert/embeddings/word_embeddings/adam_m"] = np.zeros((VOCAB, HIDDEN), np.float32)
+    with tf.Graph().as_default():
+        for name, value in variables.items():
+            tf.compat.v1.get_variable(name, initializer=tf.constant(value))
+        tf.compat.v1.get_variable("global_step", initializer=tf.constant(7, tf.int64))
+        saver = tf.compat.v1.train.Saver()
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            saver.save(sess, str(root / "lert_model.ckpt"))
+    (root / "lert_config.json").write_text(
+        json.dumps(
+            {
+                "hidden_size": HIDDEN,
+                "num_hidden_layers": LAYERS,
+                "num_attention_heads": HEADS,
+                "intermediate_size": FFN,
+                "vocab_size": VOCAB,
+                "max_position_embeddings": 64,
+                "type_vocab_size": 2,
+                "hidden_act": "gelu",
+                "hidden_dropout_prob": 0.1,
+                "attention_probs_dropout_prob": 0.1,
+                "initializer_range": 0.02,
+            }
+        )
+    )
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [chr(0x4E00 + i) for i in range(45)]
+    (root / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    return root, variables
+
+
+def test_every_tensor_equals_its_tf_variable(release, tmp_path):
+    from transformers import BertForPreTraining
+
+    from compress.convert_tf import convert, hf_name
+
+    root, variables = release
+    report = convert(root, tmp_path / "hf")
+    state = BertForPreTraining.from_pretrained(tmp_path / "hf").state_dict()
+    bert = {k: v for k, v in variables.items() if k not in EXTRA and "adam" not in k}
+    assert report["converted"] == len(bert)
+    for tf_key, (hf_key, transpose) in EXPECTED.items():
+        assert hf_name(tf_key) == (hf_key, transpose)
+    for tf_key, value in bert.items():
+        hf_key, transpose = hf_name(tf_key)
+        np.testing.assert_array_equal(state[hf_key].numpy(), value.T if transpose else value)
+    np.testing.assert_array_equal(
+        state["cls.predictions.decoder.weight"].numpy(),
+        variables["bert/embeddings/word_embeddings"],
+    )
+    assert report["extra_heads"] == sorted(EXTRA) and report["skipped_optimizer"] == 2
+    assert not (tmp_path / "hf/extra_heads.safetensors").exists()
+
+
+def test_extra_heads_kept_when_asked_and_cli(release, tmp_path):
+    from safetensors.numpy import load_file
+
+    root, variables = release
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "compress",
+            "convert-tf",
+            str(root),
+            str(tmp_path / "hf"),
+            "--keep-extra-heads",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "skipped 2 optimizer variables and 2 other variables" in proc.stdout
+    kept = load_file(str(tmp_path / "hf/extra_heads.safetensors"))
+    np.testing.assert_array_equal(
+        kept["cls/pos_head/dense/kernel"], variables["cls/pos_head/dense/kernel"]
+    )
+    from transformers import AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(tmp_path / "hf").tokenize("一丁") == ["一", "丁"]
