@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from compress.models import LERT_VOCAB_SIZE, NAMED_SHAPES, bert_config  # noqa: E402
 from compress.onnx import cpu_preset, ort_quantize  # noqa: E402
 from eval.hardware import hardware  # noqa: E402
-from eval.latency import interleaved_timings, latency_batch, summarize  # noqa: E402
+from eval.latency import interleaved_timings, latency_batch, summarize, timed_call  # noqa: E402
 from eval.runtimes import load_runtime, size_mb  # noqa: E402
 
 
@@ -131,7 +131,9 @@ def main() -> None:
             for device in args.devices:
                 group = [(row, rt) for row, rt in loaded if row["device"] == device]
                 calls = {
-                    str(i): _call(rt, latency_batch(bs, args.seq_len, rt.vocab_size))
+                    str(i): timed_call(
+                        rt.forward, latency_batch(bs, args.seq_len, rt.vocab_size), device
+                    )
                     for i, (_, rt) in enumerate(group)
                 }
                 times = interleaved_timings(calls, args.warmup, args.repeats)
@@ -148,14 +150,6 @@ def main() -> None:
                 indent=2,
             )
         )
-
-
-def _call(rt, batch):
-    def run() -> None:
-        rt.forward(batch)
-        rt.sync()
-
-    return run
 
 
 def _print_table(rows: list[dict], batch_sizes: list[int], device: str) -> None:

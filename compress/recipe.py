@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
-import types
-import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from compress.errors import RecipeError
 from compress.registry import Stage, load_stages
 from compress.tasks.config import TaskConfig
+from compress.validation import describe, suggest
 
 
 class EvaluateConfig(BaseModel):
@@ -33,6 +31,7 @@ class EvaluateConfig(BaseModel):
     repeats: int = Field(20, ge=1)
     max_examples: int | None = Field(None, ge=1, description="score on the first N examples")
     latency: bool = True
+    memory: bool = Field(True, description="peak CPU memory per model, in a fresh process")
 
 
 class Step(BaseModel):
@@ -66,7 +65,7 @@ class Recipe(BaseModel):
         for s in self.steps:
             if s.name == name:
                 return s
-        raise RecipeError(f"no step named {name!r}{_suggest(name, [s.name for s in self.steps])}")
+        raise RecipeError(f"no step named {name!r}{suggest(name, [s.name for s in self.steps])}")
 
     def source_of(self, name: str) -> str | None:
         """The step whose output ``name`` reads: its ``input``, its stage's default, else the
@@ -160,7 +159,7 @@ def _list_index(node: list, part: str, where: str, item: str) -> int:
     names = [s.get("name", s.get("stage")) for s in node if isinstance(s, dict)]
     if part in names:
         return names.index(part)
-    hint = _suggest(part, [str(n) for n in names])
+    hint = suggest(part, [str(n) for n in names])
     raise RecipeError(f"override {item!r}: no step named {part!r}{hint}")
 
 
@@ -169,7 +168,7 @@ def parse_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
     problems: list[str] = []
     for key in raw:
         if key not in _TOP_FIELDS:
-            problems.append(f"{key}: unknown key{_suggest(key, _TOP_FIELDS)}")
+            problems.append(f"{key}: unknown key{suggest(key, _TOP_FIELDS)}")
     steps = _parse_steps(raw.get("steps"), problems)
     top = {k: v for k, v in raw.items() if k in _TOP_FIELDS and k != "steps"}
     try:
@@ -183,7 +182,7 @@ def parse_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
             problems += plan_archs(recipe)[1]
     except ValidationError as exc:
         # step problems were listed above; do not repeat them as "steps: too short"
-        problems += [p for p in _describe(exc, Recipe, ()) if not p.startswith("steps:")]
+        problems += [p for p in describe(exc, Recipe, ()) if not p.startswith("steps:")]
         recipe = None
     if problems:
         listing = "\n  - ".join(problems)
@@ -207,7 +206,7 @@ def _parse_steps(raw_steps: Any, problems: list[str]) -> list[Step]:
         stage_name = str(raw["stage"])
         name = str(raw.get("name") or stage_name)
         if stage_name not in stages:
-            hint = _suggest(stage_name, list(stages))
+            hint = suggest(stage_name, list(stages))
             problems.append(f"{where}.stage: unknown stage {stage_name!r}{hint}")
             continue
         if name in seen:
@@ -229,63 +228,5 @@ def _validate_stage(stage: Stage, raw: dict, where: str, problems: list[str]) ->
     try:
         return stage.config.model_validate(options)
     except ValidationError as exc:
-        problems += _describe(exc, stage.config, (where,), extra_names=sorted(_STEP_KEYS))
+        problems += describe(exc, stage.config, (where,), extra_names=sorted(_STEP_KEYS))
         return None
-
-
-def _describe(
-    exc: ValidationError, root: type[BaseModel], prefix: tuple, extra_names: list[str] = ()
-) -> list[str]:
-    out = []
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        path = ".".join(str(p) for p in prefix + loc)
-        if err["type"] == "extra_forbidden":
-            names = _field_names(root, loc[:-1])
-            if not loc[:-1]:
-                names += list(extra_names)
-            out.append(f"{path}: unknown key{_suggest(str(loc[-1]), names)}")
-        else:
-            got = err.get("input")
-            shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
-            out.append(f"{path}: {err['msg']}{shown}")
-    return out
-
-
-def _field_names(root: type[BaseModel], loc: tuple) -> list[str]:
-    """The field names of the model found at ``loc`` inside ``root`` (empty if unknown)."""
-    model: Any = root
-    for part in loc:
-        if isinstance(part, int) or not _is_model(model):
-            continue
-        field = model.model_fields.get(part)
-        if field is None:
-            return []
-        model = _first_model(field.annotation)
-    return list(model.model_fields) if _is_model(model) else []
-
-
-def _is_model(tp: Any) -> bool:
-    return isinstance(tp, type) and issubclass(tp, BaseModel)
-
-
-def _first_model(annotation: Any) -> Any:
-    if _is_model(annotation):
-        return annotation
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) in (
-        typing.Union,
-        list,
-        dict,
-    ):
-        for arg in typing.get_args(annotation):
-            found = _first_model(arg)
-            if found is not None:
-                return found
-    return None
-
-
-def _suggest(word: str, candidates: list[str]) -> str:
-    close = difflib.get_close_matches(word, candidates, n=3, cutoff=0.5)
-    if close:
-        return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
-    return f"; valid: {', '.join(sorted(candidates))}" if candidates else ""

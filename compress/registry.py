@@ -23,7 +23,6 @@ class StageContext:
     step_dir: Path  # the temporary directory the stage writes into
     step_name: str
     seed: int
-    outputs: dict[str, Path]  # finished outputs of earlier steps, by step name
     record: dict[str, Any] = field(default_factory=dict)  # details saved in the manifest
 
 

@@ -3,120 +3,32 @@ resume by config hash, and a lock against two runs on one artifacts directory.""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
-import socket
 import time
-from importlib import metadata
 from pathlib import Path
 
 import yaml
+from transformers import set_seed
 
-from compress.errors import LockError, ModelSourceError
+from compress.errors import ModelSourceError
+from compress.lock import artifacts_lock
+from compress.manifest import Manifest, package_versions
 from compress.recipe import Recipe
 from compress.registry import StageContext, load_stages
 
 log = logging.getLogger(__name__)
-
-VERSIONED = [
-    "lert-compress",
-    "torch",
-    "transformers",
-    "textbrewer",
-    "textpruner",
-    "optimum",
-    "optimum-onnx",
-    "onnxruntime",
-    "bitsandbytes",
-]
-
-
-def package_versions() -> dict[str, str]:
-    out = {}
-    for name in VERSIONED:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            out[name] = metadata.version(name)
-    return out
 
 
 def _digest(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def write_json(path: Path, data: object) -> None:
-    """Write JSON atomically: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-class Manifest:
-    """``manifest.json``: per step its input, output, hashes, versions, seconds and status."""
-
-    def __init__(self, root: Path):
-        self.path = root / "manifest.json"
-        self.data = json.loads(self.path.read_text()) if self.path.exists() else {"steps": {}}
-
-    def steps(self) -> dict[str, dict]:
-        return self.data["steps"]
-
-    def update(self, name: str, **entry: object) -> None:
-        self.data["steps"].setdefault(name, {}).update(entry)
-        write_json(self.path, self.data)
-
-
-@contextlib.contextmanager
-def artifacts_lock(root: Path):
-    """Refuse a second concurrent run; take over a lock whose process is gone."""
-    root.mkdir(parents=True, exist_ok=True)
-    lock = root / ".lock"
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            owner = _lock_owner(lock)
-            if (
-                owner is not None
-                and owner.get("host") == socket.gethostname()
-                and not _alive(owner.get("pid", -1))
-            ):
-                log.warning("removing stale lock of finished process %s", owner.get("pid"))
-                lock.unlink(missing_ok=True)
-                continue
-            raise LockError(
-                f"{root} is in use by another run ({owner or 'unknown owner'}). Wait for it to "
-                f"finish, use --out for another artifacts root, or delete {lock} if no run is left."
-            ) from None
-    else:
-        raise LockError(f"could not take the lock {lock}")
-    with os.fdopen(fd, "w") as fh:
-        json.dump({"pid": os.getpid(), "host": socket.gethostname()}, fh)
-    try:
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
-
-
-def _lock_owner(lock: Path) -> dict | None:
-    try:
-        return json.loads(lock.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def step_dir_name(index: int, name: str) -> str:
+    return f"{index:02d}_{name}"
 
 
 def run_steps(recipe: Recipe, root: Path, task) -> Manifest:
@@ -136,34 +48,25 @@ def run_steps(recipe: Recipe, root: Path, task) -> Manifest:
             recipe.seed,
             [hashes.get(r) for r in refs],
         )
-        dirname = f"{index:02d}_{step.name}"
+        dirname = step_dir_name(index, step.name)
         entry = manifest.steps().get(step.name, {})
         done = entry.get("status") == "done" and entry.get("hash") == step_hash
         if done and entry.get("dir") == dirname and (root / entry["output"]).exists():
             log.info("step %d %s: unchanged, skipped (%s)", index, step.name, entry["output"])
         else:
+            src = outputs.get(source) if source else None
             entry = _run_one(
-                stages[step.stage],
-                step,
-                index,
-                dirname,
-                root,
-                outputs.get(source) if source else None,
-                source,
-                step_hash,
-                manifest,
-                recipe,
-                task,
-                outputs,
+                stages[step.stage], step, index, src, source, step_hash, manifest, recipe, task
             )
         hashes[step.name] = step_hash
         outputs[step.name] = root / entry["output"]
     return manifest
 
 
-def _run_one(
-    stage, step, index, dirname, root, src, source, step_hash, manifest, recipe, task, outputs
-) -> dict:
+def _run_one(stage, step, index, src, source, step_hash, manifest, recipe, task) -> dict:
+    """Run one step into a temporary directory, renamed into place once it completes."""
+    root = manifest.path.parent
+    dirname = step_dir_name(index, step.name)
     final = root / dirname
     tmp = root / f".{dirname}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -174,7 +77,6 @@ def _run_one(
         step_dir=tmp,
         step_name=step.name,
         seed=recipe.seed,
-        outputs=dict(outputs),
     )
     manifest.update(
         step.name,
@@ -190,6 +92,7 @@ def _run_one(
     )
     log.info("step %d %s (%s) from %s", index, step.name, step.stage, source or "its model source")
     start = time.perf_counter()
+    set_seed(recipe.seed)  # model initialisation, dropout and shuffles repeat from run to run
     try:
         produced = stage.fn(step.config, src, ctx)
     except ModelSourceError as exc:

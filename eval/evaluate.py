@@ -9,16 +9,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 import torch
 from tqdm.auto import tqdm
 
 from compress.data import encode
-from compress.runner import write_json
+from compress.manifest import write_json
 from compress.tasks import TaskData
 from eval.accuracy import predict, score
 from eval.hardware import hardware
-from eval.latency import interleaved_timings, latency_batch, summarize
+from eval.latency import interleaved_timings, latency_batch, summarize, timed_call
+from eval.memory import peak_rss_mb
 from eval.runtimes import Runtime, artifact_kind, load_runtime, size_mb, torch_precision
 
 log = logging.getLogger(__name__)
@@ -80,10 +80,6 @@ def runs_for(variant: Variant, device: str, gpu_precisions: list[str]) -> list[s
     return [None] if saved != "fp32" else list(dict.fromkeys(["fp32", *gpu_precisions]))
 
 
-def _rss_mb() -> float:
-    return psutil.Process().memory_info().rss / 2**20
-
-
 def score_variant(
     variant: Variant,
     device: str,
@@ -99,16 +95,12 @@ def score_variant(
     examples = task.splits[split][:max_examples] if max_examples else task.splits[split]
     enc = encode(examples, AutoTokenizer.from_pretrained(variant.tokenizer_dir), task, max_len)
     gc.collect()
-    rss_before = _rss_mb()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     rt = load_runtime(variant.path, task.type, device, threads, precision)
     value = score(task, examples, enc, predict(rt.forward, enc))
-    memory = (
-        torch.cuda.max_memory_allocated() / 2**20
-        if device == "cuda"
-        else max(0.0, _rss_mb() - rss_before)
-    )
+    # GPU: peak allocated while scoring; CPU rows get a fresh-process measurement later
+    memory = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
     row = {
         "variant": variant.name,
         "stage": variant.stage,
@@ -119,7 +111,7 @@ def score_variant(
         "size_mb": round(size_mb(variant.path), 2),
         "score": round(value, 5),
         "seq_len": max_len,
-        "memory_mb": round(memory, 1),
+        "memory_mb": None if memory is None else round(memory, 1),
         "path": str(variant.path),
     }
     log.info(
@@ -148,7 +140,7 @@ def measure_latency(
         bar = tqdm(total=len(batch_sizes) * repeats, desc=f"latency {device}", unit="round")
         for bs in batch_sizes:
             calls = {
-                str(i): _timed_call(rt, latency_batch(bs, seq_len, rt.vocab_size))
+                str(i): timed_call(rt.forward, latency_batch(bs, seq_len, rt.vocab_size), rt.device)
                 for i, (_, rt) in enumerate(group)
             }
             times = interleaved_timings(calls, warmup, repeats, progress=bar.update)
@@ -161,14 +153,6 @@ def measure_latency(
                 for b in row["latency_ms"]
             }
             row["reference"] = reference["variant"]
-
-
-def _timed_call(rt: Runtime, batch):
-    def call() -> None:
-        rt.forward(batch)
-        rt.sync()
-
-    return call
 
 
 def evaluate_artifacts(root: Path, recipe, task: TaskData) -> dict:
@@ -191,6 +175,11 @@ def evaluate_artifacts(root: Path, recipe, task: TaskData) -> dict:
                         precision,
                     )
                 )
+    for row, _ in loaded:
+        if row["device"] == "cpu" and cfg.memory:
+            row["memory_mb"] = peak_rss_mb(
+                Path(row["path"]), task.type, max(cfg.batch_sizes), cfg.seq_len, threads
+            )
     if cfg.latency:
         measure_latency(loaded, cfg.batch_sizes, cfg.seq_len, cfg.warmup, cfg.repeats)
     metrics = {
@@ -209,6 +198,6 @@ def evaluate_artifacts(root: Path, recipe, task: TaskData) -> dict:
 
 
 def _versions() -> dict:
-    from compress.runner import package_versions
+    from compress.manifest import package_versions
 
     return package_versions()

@@ -10,7 +10,7 @@ import torch
 
 
 def interleaved_timings(
-    calls: dict[str, Callable[[], None]],
+    calls: dict[str, Callable[[], float | None]],
     warmup: int,
     repeats: int,
     clock: Callable[[], float] = time.perf_counter,
@@ -19,7 +19,8 @@ def interleaved_timings(
     """Time each call ``repeats`` times in ms, round-robin so that machine noise hits all alike.
 
     Every call is warmed up first. Each round starts one model later than the previous one, so
-    no model always runs straight after the same neighbour.
+    no model always runs straight after the same neighbour. A call may return its own time in ms
+    (GPU calls timed with CUDA events); otherwise ``clock`` times it.
     """
     names = list(calls)
     for name in names:
@@ -30,8 +31,9 @@ def interleaved_timings(
         for k in range(len(names)):
             name = names[(r + k) % len(names)]
             start = clock()
-            calls[name]()
-            times[name].append((clock() - start) * 1000.0)
+            measured = calls[name]()
+            elapsed = (clock() - start) * 1000.0
+            times[name].append(elapsed if measured is None else float(measured))
         if progress:
             progress()
     return times
@@ -46,6 +48,28 @@ def summarize(samples: list[float], batch_size: int) -> dict[str, float]:
         "mean": round(float(arr.mean()), 3),
         "throughput": round(batch_size * 1000.0 / p50, 2) if p50 > 0 else float("inf"),
     }
+
+
+def timed_call(forward, batch, device: str) -> Callable[[], float | None]:
+    """A call of ``forward(batch)``; on CUDA it returns its time from CUDA events."""
+    if device != "cuda":
+
+        def run() -> None:
+            forward(batch)
+
+        return run
+
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    batch = {k: v.to("cuda") for k, v in batch.items()}
+
+    def call() -> float:
+        start.record()
+        forward(batch)
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
+
+    return call
 
 
 def latency_batch(batch_size: int, seq_len: int, vocab_size: int, seed: int = 0):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from compress.runner import write_json
+from compress.manifest import write_json
 from eval.cards import write_model_cards
 from eval.published import published_rows
 
@@ -69,7 +69,8 @@ def _fmt_row(row: dict, teacher: dict, batches: list[str]) -> str:
             cells.append(f"{lat[b]['p50']:.1f} ({row['speedup'][b]:.2f}x)")
         else:
             cells.append("–")
-    cells.append(f"{row.get('memory_mb', 0):.0f}")
+    memory = row.get("memory_mb")
+    cells.append("–" if memory is None else f"{memory:.0f}")
     return "| " + " | ".join(cells) + " |"
 
 
@@ -89,7 +90,7 @@ def _table(rows: list[dict], teacher: dict, title: str) -> list[str]:
             "kept",
         ]
         + [f"{b} p50 ms (speedup)" for b in batches]
-        + ["RSS Δ MB"]
+        + ["peak MB"]
     )
     return (
         [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -107,7 +108,8 @@ def render_markdown(report: dict) -> str:
         f"metric {report['metric']} in points. Latency: sequence length "
         f"{rows[0]['seq_len'] if rows else '?'}, p50 over repeated interleaved runs; speedup "
         f"is over `{rows[0]['variant'] if rows else '?'}` on the same device, in the same run. "
-        "RSS Δ: resident memory added by loading and scoring the model (GPU: peak allocated).",
+        "Peak MB: CPU, resident memory a fresh process adds to load the model and run one batch "
+        "of the largest size; GPU, peak allocated while scoring.",
         "",
         f"CPU: {hw['cpu']} ({hw['arch']}, {hw['cores']} cores, {hw['threads']} threads, "
         f"{', '.join(hw['isa']) or 'no listed ISA flags'}, {hw['memory_gb']} GiB). "

@@ -6,8 +6,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,6 @@ class Runtime:
     forward: Forward
     vocab_size: int
     params: int
-    sync: Callable[[], None] = field(default=lambda: None)
 
 
 def artifact_kind(path: Path) -> str:
@@ -79,7 +77,6 @@ def load_runtime(
 
 def _torch_runtime(model, runtime: str, device: str, precision: str) -> Runtime:
     model.eval()
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     return Runtime(
         runtime,
         device,
@@ -87,7 +84,6 @@ def _torch_runtime(model, runtime: str, device: str, precision: str) -> Runtime:
         torch_forward(model, device),
         model.config.vocab_size,
         sum(p.numel() for p in model.parameters()),
-        sync,
     )
 
 
@@ -98,6 +94,9 @@ def _onnx_runtime(path: Path, device: str, threads: int) -> Runtime:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # idle ORT threads otherwise spin after each run and steal the cores from whatever model
+    # runs next in the interleaved timing (and from PyTorch)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
     session = ort.InferenceSession(str(path), options, providers=providers)
     names = {i.name for i in session.get_inputs()}

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import yaml
 
 from compress.errors import RecipeError
+from compress.manifest import write_json
 from compress.recipe import EvaluateConfig, apply_override
-from compress.runner import write_json
 from compress.tasks import load_task
 from compress.tasks.config import TaskConfig
 from eval.evaluate import evaluate_artifacts

@@ -111,6 +111,7 @@ def tiny_recipe(
             "warmup": 1,
             "repeats": 2,
             "devices": ["cpu"],
+            "memory": False,  # a fresh process per model: covered by its own tests
         },
         **extra,
     }

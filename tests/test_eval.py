@@ -211,3 +211,33 @@ def test_evaluate_a_single_model_a_user_brings(tmp_path, cls_files):
     (row,) = report["rows"]
     assert row["variant"] == "model" and 0.0 <= row["score"] <= 1.0
     assert "b1" in row["latency_ms"]
+
+
+def test_a_call_that_times_itself_wins_over_the_clock():
+    clock = FakeClock()
+
+    def gpu_like():
+        clock.now += 1.0  # wall time includes launch overhead
+        return 2.5  # what the device events measured
+
+    times = interleaved_timings({"gpu": gpu_like}, warmup=0, repeats=2, clock=clock)
+    assert times == {"gpu": [2.5, 2.5]}
+
+
+def test_peak_memory_in_a_fresh_process_grows_with_the_model(tmp_path):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from eval.memory import peak_rss_mb
+
+    peaks = {}
+    for name, vocab in (("small", 1000), ("large", 60000)):  # 60k x 256 floats ~ 61 MB more
+        config = BertConfig(
+            vocab_size=vocab,
+            hidden_size=256,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            intermediate_size=512,
+        )
+        BertForSequenceClassification(config).save_pretrained(tmp_path / name)
+        peaks[name] = peak_rss_mb(tmp_path / name, "classification", 4, 32, 1)
+    assert peaks["small"] is not None and peaks["large"] - peaks["small"] > 40

@@ -34,7 +34,12 @@ def chnsenticorp_files(tmp_path_factory):
     return [f"task.{s}={p}" for s, p in files.items()]
 
 
-QUICK = ["task.max_seq_len=32", "evaluate.latency=false", "evaluate.devices=[cpu]"]
+QUICK = [
+    "task.max_seq_len=32",
+    "evaluate.latency=false",
+    "evaluate.devices=[cpu]",
+    "evaluate.memory=false",
+]
 
 
 def _steps(names, **options):

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from compress.errors import LockError
+from compress.lock import artifacts_lock
 from compress.recipe import parse_recipe
 from compress.registry import STAGES, Stage, load_stages
-from compress.runner import artifacts_lock, run_recipe
-from tests.conftest import tiny_recipe
+from compress.runner import run_recipe
+from tests.conftest import TINY_SHAPE, tiny_recipe
 
 
 def _two_steps(cls_files):
@@ -21,7 +22,9 @@ def _two_steps(cls_files):
 
 
 def test_end_to_end_tiny_recipe(tmp_path, cls_files):
-    recipe = parse_recipe(tiny_recipe(cls_files))
+    raw = tiny_recipe(cls_files)
+    raw["evaluate"]["memory"] = True
+    recipe = parse_recipe(raw)
     root = run_recipe(recipe, tmp_path / "art")
     for name in (
         "recipe.resolved.yaml",
@@ -39,6 +42,7 @@ def test_end_to_end_tiny_recipe(tmp_path, cls_files):
     assert row["variant"] == "teacher" and row["runtime"] == "pytorch"
     assert row["score"] >= 0.8  # the synthetic task is separable
     assert set(row["latency_ms"]) == {"b1", "b4"} and row["latency_ms"]["b1"]["p50"] > 0
+    assert row["memory_mb"] > 0
     entry = json.loads((root / "manifest.json").read_text())["steps"]["teacher"]
     assert entry["status"] == "done" and entry["versions"]["torch"] and entry["seconds"] > 0
 
@@ -140,3 +144,28 @@ def test_cli_reports_bad_recipe_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert "epoch: unknown key; did you mean 'epochs'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_same_recipe_and_seed_give_the_same_model(tmp_path, cls_files):
+    from safetensors.torch import load_file
+
+    recipe = parse_recipe(
+        tiny_recipe(
+            cls_files,
+            steps=[
+                {
+                    "name": "teacher",
+                    "stage": "finetune",
+                    "model": {"shape": TINY_SHAPE, "min_count": 1},
+                    "max_steps": 3,
+                    "batch_size": 16,
+                }
+            ],
+        )
+    )
+    weights = []
+    for run in ("a", "b"):
+        root = run_recipe(recipe, tmp_path / run, evaluate=False)
+        weights.append(load_file(root / "01_teacher/model/model.safetensors"))
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -88,12 +88,11 @@ def load_task(cfg: TaskConfig) -> TaskData:
     """Load, check and trim a task's splits, logging their sizes."""
     registered_tasks()
     if cfg.name not in TASKS:
-        import difflib
+        from compress.validation import suggest
 
-        close = difflib.get_close_matches(cfg.name, list(TASKS), n=3, cutoff=0.4)
-        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
         raise RecipeError(
-            f"task.name: unknown task {cfg.name!r}{hint} (registered: {sorted(TASKS)})"
+            f"task.name: unknown task {cfg.name!r}{suggest(cfg.name, list(TASKS))}"
+            " (python -m compress tasks lists them)"
         )
     data = TASKS[cfg.name].loader(cfg)
     for split in SPLITS:
