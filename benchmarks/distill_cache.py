@@ -24,7 +24,7 @@ from compress.students import StudentConfig  # noqa: E402
 from compress.tasks import load_task  # noqa: E402
 from compress.tasks.config import TaskConfig  # noqa: E402
 
-TEACHER = ShapeSpec(layers=4, hidden=256, heads=4, ffn=1024)  # the demo's shapes
+TEACHER = ShapeSpec(layers=4, hidden=192, heads=4, ffn=768)  # the demo's shapes
 STUDENT = ShapeSpec(layers=2, hidden=128, heads=4, ffn=512)
 
 
