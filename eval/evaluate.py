@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from compress.data import encode
-from compress.manifest import write_json
+from compress.manifest import package_versions, write_json
 from compress.tasks import TaskData
 from eval.accuracy import predict, score
 from eval.hardware import hardware
@@ -189,15 +189,9 @@ def evaluate_artifacts(root: Path, recipe, task: TaskData) -> dict:
         "split": cfg.split,
         "examples": len(task.splits[cfg.split][: cfg.max_examples or None]),
         "hardware": hardware(threads),
-        "versions": _versions(),
+        "versions": package_versions(),
         "rows": [row for row, _ in loaded],
     }
     (root / "eval").mkdir(exist_ok=True)
     write_json(root / "eval" / "metrics.json", metrics)
     return metrics
-
-
-def _versions() -> dict:
-    from compress.manifest import package_versions
-
-    return package_versions()

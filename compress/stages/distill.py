@@ -43,10 +43,9 @@ class HiddenMatch(BaseModel):
     weight: float = Field(1.0, ge=0)
 
 
-class DistillConfig(TrainConfig):
-    """Distil the input model into a student (TextBrewer GeneralDistiller)."""
+class KDConfig(TrainConfig):
+    """Knowledge-distillation settings (TextBrewer), whatever the student is."""
 
-    student: StudentConfig
     lr: float = Field(1e-4, gt=0)
     temperature: float = Field(8.0, gt=0)
     kd_loss_type: Literal["ce", "mse"] = "ce"
@@ -56,6 +55,12 @@ class DistillConfig(TrainConfig):
     matches: Literal["uniform", "none"] | list[HiddenMatch] = "uniform"
     match_weight: float = Field(1.0, ge=0, description="weight of each uniform match")
     cache_teacher_logits: bool = True
+
+
+class DistillConfig(KDConfig):
+    """Distil the input model into a student (TextBrewer GeneralDistiller)."""
+
+    student: StudentConfig
     model_key: ClassVar[str] = "student.init"
 
     def out_arch(self, in_arch, archs):
@@ -74,7 +79,7 @@ def uniform_layer_map(teacher_layers: int, student_layers: int) -> list[tuple[in
     return [(round(i * teacher_layers / student_layers), i) for i in range(student_layers + 1)]
 
 
-def textbrewer_matches(cfg: DistillConfig, teacher_cfg, student_cfg) -> list[dict]:
+def textbrewer_matches(cfg: KDConfig, teacher_cfg, student_cfg) -> list[dict]:
     if cfg.matches == "none":
         return []
     if cfg.matches == "uniform":
@@ -142,7 +147,7 @@ def _local_rank() -> int:
 
 
 def build_distiller(
-    cfg: DistillConfig,
+    cfg: KDConfig,
     teacher,
     student,
     task_type: str,
@@ -181,7 +186,7 @@ def build_distiller(
 
 
 def distil_into(
-    cfg: DistillConfig, teacher, student, enc: dict, ctx: StageContext, out_dir: Path
+    cfg: KDConfig, teacher, student, enc: dict, ctx: StageContext, out_dir: Path
 ) -> dict:
     """Train ``student`` from ``teacher`` on the encoded train split; keep the best dev weights.
 

@@ -184,14 +184,12 @@ def recover(model, tokenizer, cfg: Recovery, src: Path, kept_ids, ctx: StageCont
     if cfg.method == "finetune":
         result = fit(model, ctx.task, enc, cfg, ctx.seed, desc=f"{ctx.step_name} recovery")
     else:
-        from compress.stages.distill import DistillConfig, distil_into
-        from compress.students import StudentConfig
+        from compress.stages.distill import KDConfig, distil_into
 
         teacher = load_model(src, ctx.task.type)
         if kept_ids is not None:
             select_vocabulary(teacher, kept_ids)
-        kd = DistillConfig(
-            student=StudentConfig(init="teacher", layers=[0]),
+        kd = KDConfig(
             matches="none",
             temperature=cfg.temperature,
             **{k: getattr(cfg, k) for k in TrainConfig.model_fields},
