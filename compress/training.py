@@ -46,19 +46,20 @@ def total_steps(cfg: TrainConfig, n_examples: int) -> int:
     return cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
 
 
-def optimizer_and_schedule(params, cfg: TrainConfig, steps: int, extra_groups=()):
+def param_groups(model, weight_decay: float) -> list[dict]:
+    """Weight decay on weights, none on biases and LayerNorm."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return [
+        {"params": [p for n, p in named if not _no_decay(n)], "weight_decay": weight_decay},
+        {"params": [p for n, p in named if _no_decay(n)], "weight_decay": 0.0},
+    ]
+
+
+def optimizer_and_schedule(model, cfg: TrainConfig, steps: int):
     """AdamW (no decay on biases and LayerNorm) and a linear warm-up/decay schedule."""
     from transformers import get_linear_schedule_with_warmup
 
-    params = list(params)
-    decay = [p for n, p in params if p.requires_grad and not _no_decay(n)]
-    no_decay = [p for n, p in params if p.requires_grad and _no_decay(n)]
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-        *extra_groups,
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
     schedule = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * steps), steps)
     return optimizer, schedule
 
@@ -75,7 +76,7 @@ def fit(
     dev = device()
     model.to(dev).train()
     steps = total_steps(cfg, len(enc["train"]))
-    optimizer, schedule = optimizer_and_schedule(model.named_parameters(), cfg, steps)
+    optimizer, schedule = optimizer_and_schedule(model, cfg, steps)
     best = {"dev": -1.0, "state": None, "epoch": 0}
     history = []
     step, epoch = 0, 0

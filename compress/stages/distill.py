@@ -24,6 +24,7 @@ from compress.training import (
     encode_splits,
     load_model,
     load_tokenizer_dir,
+    param_groups,
     save_model,
 )
 from eval.accuracy import evaluate_torch
@@ -210,7 +211,7 @@ def distil_into(
     )
     epochs = math.ceil(cfg.epochs)
     steps = cfg.max_steps or epochs * len(loader)
-    optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(student, cfg.weight_decay), lr=cfg.lr)
     best = {"dev": -1.0, "state": None, "step": 0}
     history = []
 
