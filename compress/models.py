@@ -116,13 +116,14 @@ def source_error(source: str, exc: Exception) -> ModelSourceError:
     )
 
 
-def load_tokenizer(source: str, revision: str | None = None):
+def load_tokenizer(source: str | Path, revision: str | None = None):
+    """The tokenizer of a hub id or a local directory (a step output included)."""
     from transformers import AutoTokenizer
 
     try:
         return AutoTokenizer.from_pretrained(source, revision=revision)
     except (OSError, ValueError) as exc:
-        raise source_error(source, exc) from exc
+        raise source_error(str(source), exc) from exc
 
 
 def load_pretrained(src: ModelSource, task_type: str, labels: list[str]):

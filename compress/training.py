@@ -116,9 +116,3 @@ def load_model(path: Path, task_type: str):
     from compress.models import model_class
 
     return model_class(task_type).from_pretrained(path)
-
-
-def load_tokenizer_dir(path: Path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path)

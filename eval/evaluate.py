@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from compress.data import encode
 from compress.manifest import package_versions, write_json
+from compress.models import load_tokenizer
 from compress.tasks import TaskData
 from eval.accuracy import predict, score
 from eval.hardware import hardware
@@ -90,10 +91,8 @@ def score_variant(
     max_examples: int | None,
     precision: str | None = None,
 ) -> tuple[dict, Runtime]:
-    from transformers import AutoTokenizer
-
     examples = task.splits[split][:max_examples] if max_examples else task.splits[split]
-    enc = encode(examples, AutoTokenizer.from_pretrained(variant.tokenizer_dir), task, max_len)
+    enc = encode(examples, load_tokenizer(variant.tokenizer_dir), task, max_len)
     gc.collect()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()

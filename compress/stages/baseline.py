@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from compress.models import count_parameters
+from compress.models import count_parameters, load_tokenizer
 from compress.registry import StageContext, stage
 from compress.students import build_student
 from compress.training import (
@@ -15,7 +15,6 @@ from compress.training import (
     encode_splits,
     fit,
     load_model,
-    load_tokenizer_dir,
     save_model,
 )
 
@@ -51,7 +50,7 @@ def _teacher_step(cfg: BaselineConfig, recipe) -> str | None:
 def baseline(cfg: BaselineConfig, src: Path | None, ctx: StageContext) -> Path:
     assert src is not None
     distill_cfg = ctx.recipe.step(cfg.like).config
-    teacher, tokenizer = load_model(src, ctx.task.type), load_tokenizer_dir(src)
+    teacher, tokenizer = load_model(src, ctx.task.type), load_tokenizer(src)
     student, tokenizer = build_student(distill_cfg.student, teacher, tokenizer, ctx.task)
     del teacher
     train_cfg = TrainConfig(**{k: getattr(distill_cfg, k) for k in TrainConfig.model_fields})

@@ -15,7 +15,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from compress.data import IGNORE, batch_indices, collate
-from compress.models import ModelSource, count_parameters
+from compress.models import ModelSource, count_parameters, load_tokenizer
 from compress.registry import StageContext, stage
 from compress.students import StudentConfig, build_student
 from compress.training import (
@@ -23,7 +23,6 @@ from compress.training import (
     device,
     encode_splits,
     load_model,
-    load_tokenizer_dir,
     param_groups,
     save_model,
 )
@@ -252,7 +251,7 @@ def distil_into(
 @stage("distill", DistillConfig)
 def distill(cfg: DistillConfig, src: Path | None, ctx: StageContext) -> Path:
     assert src is not None
-    teacher, tokenizer = load_model(src, ctx.task.type), load_tokenizer_dir(src)
+    teacher, tokenizer = load_model(src, ctx.task.type), load_tokenizer(src)
     student, tokenizer = build_student(cfg.student, teacher, tokenizer, ctx.task)
     enc = encode_splits(ctx.task, tokenizer, ctx.recipe.task.max_seq_len)
     result = distil_into(cfg, teacher, student, enc, ctx, ctx.step_dir)

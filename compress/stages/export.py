@@ -9,9 +9,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from compress.models import load_tokenizer
 from compress.onnx import ValidationError, compare_logits, torch_reference, validation_batches
 from compress.registry import StageContext, stage
-from compress.training import load_model, load_tokenizer_dir
+from compress.training import load_model
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def export(cfg: ExportConfig, src: Path | None, ctx: StageContext) -> Path:
     onnx_path = out / "model.onnx"
     if cfg.optimize != "none":
         onnx_path = optimize_onnx(out, cfg.optimize)
-    model, tokenizer = load_model(src, ctx.task.type), load_tokenizer_dir(src)
+    model, tokenizer = load_model(src, ctx.task.type), load_tokenizer(src)
     batches = validation_batches(
         ctx.task, tokenizer, ctx.recipe.task.max_seq_len, cfg.validation_examples
     )

@@ -6,14 +6,13 @@ from pathlib import Path
 from typing import ClassVar
 
 from compress.errors import RecipeError
-from compress.models import ModelSource, count_parameters, model_for_task
+from compress.models import ModelSource, count_parameters, load_tokenizer, model_for_task
 from compress.registry import StageContext, stage
 from compress.training import (
     TrainConfig,
     encode_splits,
     fit,
     load_model,
-    load_tokenizer_dir,
     save_model,
 )
 
@@ -36,7 +35,7 @@ def finetune(cfg: FinetuneConfig, src: Path | None, ctx: StageContext) -> Path:
     if cfg.model is not None:
         model, tokenizer = model_for_task(cfg.model, ctx.task, out)
     elif src is not None:
-        model, tokenizer = load_model(src, ctx.task.type), load_tokenizer_dir(src)
+        model, tokenizer = load_model(src, ctx.task.type), load_tokenizer(src)
     else:
         raise RecipeError(f"step {ctx.step_name}: give model: (hub id, directory or shape)")
     enc = encode_splits(ctx.task, tokenizer, ctx.recipe.task.max_seq_len)

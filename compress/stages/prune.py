@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from compress.errors import RecipeError
-from compress.models import count_parameters
+from compress.models import count_parameters, load_tokenizer
 from compress.pruning import (
     importance_batches,
     prune_transformer,
@@ -24,7 +24,6 @@ from compress.training import (
     encode_splits,
     fit,
     load_model,
-    load_tokenizer_dir,
     save_model,
 )
 
@@ -116,7 +115,7 @@ def prune(cfg: PruneConfig, src: Path | None, ctx: StageContext) -> Path:
     from compress.arch import arch_of_config
 
     assert src is not None
-    model, tokenizer = load_model(src, ctx.task.type), load_tokenizer_dir(src)
+    model, tokenizer = load_model(src, ctx.task.type), load_tokenizer(src)
     if cfg.transformer and (
         problems := target_problems(cfg.transformer, arch_of_config(model.config))
     ):

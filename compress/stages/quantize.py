@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from compress.errors import RecipeError
+from compress.models import load_tokenizer
 from compress.onnx import (
     Calibration,
     compare_logits,
@@ -21,7 +22,7 @@ from compress.onnx import (
     validation_batches,
 )
 from compress.registry import StageContext, stage
-from compress.training import load_model, load_tokenizer_dir
+from compress.training import load_model
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def quantize_onnx(cfg: QuantizeConfig, src: Path, ctx: StageContext, out: Path) 
     preset = cpu_preset() if cfg.preset == "auto" else cfg.preset
     calibration = None
     if cfg.mode == "static":
-        data = _calibration_dataset(ctx, load_tokenizer_dir(src.parent), cfg.calibration_examples)
+        data = _calibration_dataset(ctx, load_tokenizer(src.parent), cfg.calibration_examples)
         calibration = Calibration(data, cfg.calibration, cfg.percentile)
     quantized = ort_quantize(
         src, out, preset=preset, per_channel=cfg.per_channel, calibration=calibration
@@ -115,7 +116,7 @@ def quantize_bnb(cfg: QuantizeConfig, src: Path, ctx: StageContext, out: Path) -
         src, quantization_config=qconfig, device_map={"": device}
     )
     model.save_pretrained(out)
-    load_tokenizer_dir(src).save_pretrained(out)
+    load_tokenizer(src).save_pretrained(out)
     ctx.record.update(bits=cfg.bits, device=device)
     return out
 
@@ -126,7 +127,7 @@ def cast_torch(cfg: QuantizeConfig, src: Path, ctx: StageContext, out: Path) -> 
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[cfg.dtype]
     model = load_model(src, ctx.task.type).to(dtype)
     model.save_pretrained(out, safe_serialization=True)
-    load_tokenizer_dir(src).save_pretrained(out)
+    load_tokenizer(src).save_pretrained(out)
     ctx.record.update(dtype=cfg.dtype)
     return out
 
@@ -140,7 +141,7 @@ def quantize(cfg: QuantizeConfig, src: Path | None, ctx: StageContext) -> Path:
         onnx_src = _onnx_input(src)
         produced = quantize_onnx(cfg, onnx_src, ctx, out)
         batches = validation_batches(
-            ctx.task, load_tokenizer_dir(src.parent), ctx.recipe.task.max_seq_len, 64
+            ctx.task, load_tokenizer(src.parent), ctx.recipe.task.max_seq_len, 64
         )
         ctx.record["validation"] = compare_logits(onnx_reference(onnx_src), produced, batches)
         log.info(

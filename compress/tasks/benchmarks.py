@@ -48,6 +48,15 @@ TNEWS_CODES = [
 ]
 MSRA_TAGS = ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
 
+# LCQMC and BQ share a release format (header-less TSV) and a hub layout (C-MTEB)
+PAIR_TSV = {
+    "columns": ["text_a", "text_b", "label"],
+    "text_column": "text_a",
+    "text_pair_column": "text_b",
+    "labels": ["0", "1"],
+}
+MTEB_PAIRS = {"text_column": "sentence1", "text_pair_column": "sentence2", "label_column": "score"}
+
 BENCHMARKS = [
     Benchmark(
         "chnsenticorp",
@@ -106,13 +115,8 @@ BENCHMARKS = [
         "LCQMC question matching (pairs)",
         "C-MTEB/LCQMC",
         "TSV without header: text_a<TAB>text_b<TAB>label",
-        {
-            "columns": ["text_a", "text_b", "label"],
-            "text_column": "text_a",
-            "text_pair_column": "text_b",
-            "labels": ["0", "1"],
-        },
-        {"text_column": "sentence1", "text_pair_column": "sentence2", "label_column": "score"},
+        PAIR_TSV,
+        MTEB_PAIRS,
     ),
     Benchmark(
         "bq",
@@ -120,13 +124,8 @@ BENCHMARKS = [
         "BQ Corpus bank question matching (pairs)",
         "C-MTEB/BQ",
         "TSV without header: text_a<TAB>text_b<TAB>label",
-        {
-            "columns": ["text_a", "text_b", "label"],
-            "text_column": "text_a",
-            "text_pair_column": "text_b",
-            "labels": ["0", "1"],
-        },
-        {"text_column": "sentence1", "text_pair_column": "sentence2", "label_column": "score"},
+        PAIR_TSV,
+        MTEB_PAIRS,
     ),
     Benchmark(
         "msra-ner",
