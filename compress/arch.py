@@ -59,19 +59,13 @@ def arch_of_source(source: ModelSource | str | None) -> Arch | None:
 
 
 def plan_archs(recipe) -> tuple[dict[str, Arch | None], list[str]]:
-    """Each step's output architecture where it can be known, and the problems found.
-
-    A stage config may define ``out_arch(in_arch, archs) -> Arch | None`` (default: unchanged)
-    and ``check_arch(in_arch) -> [problems]``.
-    """
+    """Each step's output architecture where it can be known, and the problems found, from the
+    stage hooks ``out_arch`` and ``check_arch``."""
     archs: dict[str, Arch | None] = {}
     problems: list[str] = []
     for step in recipe.steps:
-        source = recipe.source_of(step.name)
-        in_arch = archs.get(source) if source else None
-        check = getattr(step.config, "check_arch", None)
-        if check is not None and in_arch is not None:
-            problems += [f"steps({step.name}): {p}" for p in check(in_arch)]
-        out = getattr(step.config, "out_arch", None)
-        archs[step.name] = out(in_arch, archs) if out else in_arch
+        in_arch = archs.get(step.input) if step.input else None
+        if in_arch is not None:
+            problems += [f"steps({step.name}): {p}" for p in step.config.check_arch(in_arch)]
+        archs[step.name] = step.config.out_arch(in_arch, archs)
     return archs, problems

@@ -115,3 +115,7 @@ def batches(
     enc: Encoded, batch_size: int, shuffle: bool = False, seed: int = 0, with_labels: bool = True
 ) -> list[dict[str, torch.Tensor]]:
     return [collate(enc, idx, with_labels) for idx in batch_indices(enc, batch_size, shuffle, seed)]
+
+
+def encode_splits(task: TaskData, tokenizer, max_len: int, splits=("train", "dev")) -> dict:
+    return {s: encode(task.splits[s], tokenizer, task, max_len) for s in splits}

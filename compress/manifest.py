@@ -1,4 +1,4 @@
-"""``manifest.json`` and the small file helpers every part shares."""
+"""``manifest.json``: one typed entry per step, and the small file helpers every part shares."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import json
 import os
 from importlib import metadata
 from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 VERSIONED = [
     "lert-compress",
@@ -36,16 +39,52 @@ def write_json(path: Path, data: object) -> None:
     os.replace(tmp, path)
 
 
+class StepEntry(BaseModel):
+    """What the manifest records of one step."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    index: int
+    stage: str
+    dir: str
+    status: Literal["running", "done", "failed"]
+    hash: str
+    config_hash: str
+    input_step: str | None = None
+    input: str | None = None  # the input artifact, relative to the artifacts directory
+    output: str | None = None  # the output artifact, relative to the artifacts directory
+    kind: str | None = None  # torch | onnx | bnb
+    sources: list[str] = Field(default_factory=list)  # hub ids / directories the step loaded
+    extra_variants: dict[str, str] = Field(default_factory=dict)  # label -> relative path
+    seconds: float | None = None
+    versions: dict[str, str] = Field(default_factory=dict)
+    details: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+
+
 class Manifest:
-    """``manifest.json``: per step its input, output, hashes, versions, seconds and status."""
+    """``manifest.json`` of an artifacts directory: step entries by name, saved on each update."""
 
     def __init__(self, root: Path):
         self.path = root / "manifest.json"
-        self.data = json.loads(self.path.read_text()) if self.path.exists() else {"steps": {}}
+        raw = json.loads(self.path.read_text()) if self.path.exists() else {"steps": {}}
+        self.steps: dict[str, StepEntry] = {
+            name: StepEntry.model_validate(entry) for name, entry in raw["steps"].items()
+        }
 
-    def steps(self) -> dict[str, dict]:
-        return self.data["steps"]
+    def set(self, name: str, entry: StepEntry) -> None:
+        self.steps[name] = entry
+        self.save()
 
-    def update(self, name: str, **entry: object) -> None:
-        self.data["steps"].setdefault(name, {}).update(entry)
-        write_json(self.path, self.data)
+    def save(self) -> None:
+        data = {"steps": {n: e.model_dump(mode="json") for n, e in self.steps.items()}}
+        write_json(self.path, data)
+
+    def chain(self, name: str) -> list[tuple[str, StepEntry]]:
+        """The steps that led to ``name``, first to last, following each step's input."""
+        out = []
+        current: str | None = name
+        while current is not None and current in self.steps:
+            out.append((current, self.steps[current]))
+            current = self.steps[current].input_step
+        return out[::-1]

@@ -238,3 +238,16 @@ def count_parameters(model) -> dict[str, int]:
     )
     encoder = sum(p.numel() for p in base.encoder.parameters()) if hasattr(base, "encoder") else 0
     return {"total": total, "embeddings": embeddings, "encoder": encoder}
+
+
+def save_model(model, tokenizer, out: Path) -> Path:
+    """A plain Hugging Face directory: safetensors weights, config with labels, tokenizer."""
+    out.mkdir(parents=True, exist_ok=True)
+    model.to("cpu").save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def load_model(path: Path, task_type: str):
+    """A task model from a step's output directory."""
+    return model_class(task_type).from_pretrained(path)

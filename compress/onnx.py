@@ -18,6 +18,10 @@ from compress.errors import CompressError
 class ValidationError(CompressError):
     """An exported or quantized model disagrees with its source beyond the tolerance."""
 
+    def __init__(self, message: str, details: dict | None = None):
+        super().__init__(message)
+        self.details = details or {}  # what was measured, kept in the failed step's entry
+
 
 def session(path: Path, threads: int | None = None):
     import onnxruntime as ort
@@ -78,7 +82,7 @@ def cpu_preset() -> str:
     """optimum's AutoQuantizationConfig preset for this CPU's instruction set."""
     if platform.machine().lower() in ("aarch64", "arm64"):
         return "arm64"
-    from eval.hardware import cpu_flags
+    from compress.hardware import cpu_flags
 
     flags = cpu_flags()
     if "avx512_vnni" in flags or "avx512vnni" in flags:

@@ -11,7 +11,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from compress.errors import RecipeError
-from compress.registry import Stage, load_stages
+from compress.registry import ArtifactKind, Stage, StageConfig
+from compress.stages import CATALOGUE
 from compress.tasks.config import TaskConfig
 from compress.validation import describe, suggest
 
@@ -32,17 +33,29 @@ class EvaluateConfig(BaseModel):
     max_examples: int | None = Field(None, ge=1, description="score on the first N examples")
     latency: bool = True
     memory: bool = Field(True, description="peak CPU memory per model, in a fresh process")
+    reference: str | None = Field(
+        None, description="the step every row is compared with (Δ, speedup); default: the first"
+    )
+
+
+KIND_NAMES = {
+    "torch": "a PyTorch model directory",
+    "onnx": "an ONNX file",
+    "bnb": "a bitsandbytes model",
+}
 
 
 class Step(BaseModel):
-    """One recipe step: a registered stage, its validated config and the step it reads."""
+    """One recipe step: a registered stage, its validated config and the step it reads
+    (resolved at parse time: the recipe's ``input:`` or the stage's default)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     name: str
     stage: str
     input: str | None = None
-    config: BaseModel
+    config: StageConfig
+    kind: ArtifactKind = "torch"  # what the step writes
 
     def config_hash(self) -> str:
         payload = json.dumps(
@@ -67,17 +80,18 @@ class Recipe(BaseModel):
                 return s
         raise RecipeError(f"no step named {name!r}{suggest(name, [s.name for s in self.steps])}")
 
-    def source_of(self, name: str) -> str | None:
-        """The step whose output ``name`` reads: its ``input``, its stage's default, else the
-        previous step (None for the first)."""
-        step = self.step(name)
-        if step.input:
-            return step.input
-        stage = load_stages()[step.stage]
-        if stage.input_for is not None:
-            return stage.input_for(step.config, self)
-        index = self.steps.index(step)
-        return self.steps[index - 1].name if index else None
+    @property
+    def configs(self) -> dict[str, StageConfig]:
+        return {s.name: s.config for s in self.steps}
+
+    @property
+    def inputs(self) -> dict[str, str | None]:
+        return {s.name: s.input for s in self.steps}
+
+    @property
+    def reference(self) -> str:
+        """The step every report row is compared with."""
+        return self.evaluate.reference or self.steps[0].name
 
     def resolved(self) -> dict[str, Any]:
         """The merged recipe as plain data (what ``recipe.resolved.yaml`` holds)."""
@@ -164,26 +178,30 @@ def _list_index(node: list, part: str, where: str, item: str) -> int:
 
 
 def parse_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
-    """Validate plain recipe data; every problem is listed with its path and a suggestion."""
+    """Validate plain recipe data; every problem is listed with its path and a suggestion.
+
+    Everything that can be known before any work is checked here: options, each step's input
+    and its kind (an ONNX-only step after an export), cross-step references, and pruning
+    targets against the architectures the recipe will produce.
+    """
     problems: list[str] = []
     for key in raw:
         if key not in _TOP_FIELDS:
             problems.append(f"{key}: unknown key{suggest(key, _TOP_FIELDS)}")
     steps = _parse_steps(raw.get("steps"), problems)
     top = {k: v for k, v in raw.items() if k in _TOP_FIELDS and k != "steps"}
+    recipe = None
     try:
         recipe = Recipe.model_validate({**top, "steps": steps or []})
-        for step in recipe.steps:
-            check = getattr(step.config, "check_recipe", None)
-            problems += [f"steps({step.name}): {p}" for p in (check(recipe) if check else [])]
-        if not problems:
-            from compress.arch import plan_archs
-
-            problems += plan_archs(recipe)[1]
     except ValidationError as exc:
         # step problems were listed above; do not repeat them as "steps: too short"
         problems += [p for p in describe(exc, Recipe, ()) if not p.startswith("steps:")]
-        recipe = None
+    if recipe is not None and not problems:
+        problems += _check_steps(recipe)
+    if recipe is not None and not problems:
+        from compress.arch import plan_archs
+
+        problems += plan_archs(recipe)[1]
     if problems:
         listing = "\n  - ".join(problems)
         raise RecipeError(f"{source}: invalid recipe:\n  - {listing}")
@@ -191,12 +209,37 @@ def parse_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
     return recipe
 
 
+def _check_steps(recipe: Recipe) -> list[str]:
+    """Cross-step checks: artifact kinds along the inputs, and the reference step."""
+    problems = []
+    configs = recipe.configs
+    for step in recipe.steps:
+        if step.input is not None:
+            given = recipe.step(step.input).kind
+            if given not in step.config.accepts():
+                wanted = " or ".join(KIND_NAMES[k] for k in sorted(step.config.accepts()))
+                hint = (
+                    "; add `- stage: export` before it, or set input: to an export step"
+                    if "onnx" in step.config.accepts()
+                    else "; set input: to an earlier step that writes one"
+                )
+                problems.append(
+                    f"steps({step.name}): stage {step.stage} needs {wanted} as input, but step "
+                    f"{step.input!r} writes {KIND_NAMES[given]}{hint}"
+                )
+    ref = recipe.evaluate.reference
+    if ref is not None and ref not in configs:
+        problems.append(f"evaluate.reference: no step named {ref!r}{suggest(ref, list(configs))}")
+    return problems
+
+
 def _parse_steps(raw_steps: Any, problems: list[str]) -> list[Step]:
     if not isinstance(raw_steps, list) or not raw_steps:
         problems.append("steps: a non-empty list of steps, each with a stage: key")
         return []
-    stages = load_stages()
     steps: list[Step] = []
+    inputs: dict[str, str | None] = {}
+    kinds: dict[str, ArtifactKind] = {}
     seen: set[str] = set()
     for i, raw in enumerate(raw_steps):
         where = f"steps[{i}]"
@@ -205,28 +248,64 @@ def _parse_steps(raw_steps: Any, problems: list[str]) -> list[Step]:
             continue
         stage_name = str(raw["stage"])
         name = str(raw.get("name") or stage_name)
-        if stage_name not in stages:
-            hint = suggest(stage_name, list(stages))
+        if stage_name not in CATALOGUE:
+            hint = suggest(stage_name, list(CATALOGUE))
             problems.append(f"{where}.stage: unknown stage {stage_name!r}{hint}")
             continue
         if name in seen:
             problems.append(f"{where}.name: {name!r} is used twice; give each step its own name")
         seen.add(name)
+        config = _validate_stage(CATALOGUE[stage_name], raw, f"{where}({name})", problems)
+        if config is None:
+            continue
+        own = config.check({s.name: s.config for s in steps})
+        if own:
+            problems += [f"{where}({name}): {p}" for p in own]
+            continue
         step_input = raw.get("input")
-        if step_input is not None and step_input not in seen - {name}:
+        if step_input is not None and step_input not in inputs:
             problems.append(f"{where}.input: {step_input!r} is not an earlier step")
-        if step_input is None and not steps and stages[stage_name].needs_input:
+            continue
+        previous = steps[-1].name if steps else None
+        if step_input is None:
+            step_input = config.default_input(previous, inputs)
+        if step_input is None and config.needs_input():
             problems.append(f"{where}: stage {stage_name!r} needs an earlier step as its input")
-        config = _validate_stage(stages[stage_name], raw, f"{where}({name})", problems)
-        if config is not None:
-            steps.append(Step(name=name, stage=stage_name, input=step_input, config=config))
+            continue
+        inputs[name] = step_input
+        kinds[name] = config.produces(kinds.get(step_input) if step_input else None)
+        steps.append(
+            Step(name=name, stage=stage_name, input=step_input, config=config, kind=kinds[name])
+        )
     return steps
 
 
-def _validate_stage(stage: Stage, raw: dict, where: str, problems: list[str]) -> BaseModel | None:
+def _validate_stage(stage: Stage, raw: dict, where: str, problems: list[str]) -> StageConfig | None:
     options = {k: v for k, v in raw.items() if k not in _STEP_KEYS}
-    try:
-        return stage.config.model_validate(options)
-    except ValidationError as exc:
-        problems += describe(exc, stage.config, (where,), extra_names=sorted(_STEP_KEYS))
+    key = stage.discriminator
+    if key and options.get(key, next(iter(stage.variants))) not in stage.variants:
+        got = str(options[key])
+        problems.append(f"{where}.{key}: unknown {key} {got!r}{suggest(got, list(stage.variants))}")
         return None
+    config = stage.config_for(options)
+    try:
+        return config.model_validate(options)
+    except ValidationError as exc:
+        found = describe(exc, config, (where,), extra_names=sorted(_STEP_KEYS))
+        problems += [_other_variant_hint(stage, p, options) for p in found]
+        return None
+
+
+def _other_variant_hint(stage: Stage, problem: str, options: dict) -> str:
+    """An unknown key that belongs to another variant says which (``bits`` is bitsandbytes')."""
+    if not stage.variants or "unknown key" not in problem:
+        return problem
+    key = problem.split(": unknown key")[0].rsplit(".", 1)[-1]
+    owners = [v for v, cls in stage.variants.items() if key in cls.model_fields]
+    if not owners:
+        return problem
+    current = options.get(stage.discriminator or "", next(iter(stage.variants)))
+    return (
+        f"{problem.split(': unknown key')[0]}: {key!r} is an option of "
+        f"{stage.discriminator} {' / '.join(owners)}, not of {stage.discriminator} {current}"
+    )

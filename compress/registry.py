@@ -1,17 +1,78 @@
-"""The stage registry: ``@stage("name", ConfigModel)`` makes a function a recipe step."""
+"""The stage contract: a leaf module that stages, the recipe and the runner all build on.
+
+A stage is one function in one file::
+
+    class PruneConfig(StageConfig): ...
+
+    @stage("prune", PruneConfig)
+    def prune(cfg: PruneConfig, src: Path | None, ctx: StageContext) -> StageResult: ...
+
+``StageConfig`` declares every hook the recipe and runner call; a stage overrides only those it
+needs. Nothing here imports the recipe, the runner or any stage.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
-    from compress.recipe import Recipe
+    from compress.arch import Arch
     from compress.tasks import TaskData
+
+# What a step's output is: a PyTorch model directory, an ONNX file, or a bitsandbytes directory
+# (a PyTorch directory that only loads with its quantization config).
+ArtifactKind = Literal["torch", "onnx", "bnb"]
+
+
+class StageConfig(BaseModel):
+    """Base of every stage's options: unknown keys are errors; hooks have safe defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # where a recipe names this step's model (for "use a local copy" hints), if anywhere
+    model_key: ClassVar[str | None] = None
+
+    def needs_input(self) -> bool:
+        """Whether the step reads an earlier step's output (else it starts from a source)."""
+        return True
+
+    def default_input(self, previous: str | None, inputs: Mapping[str, str | None]) -> str | None:
+        """The step read when the recipe gives no ``input:`` (default: the previous one), given
+        the inputs already resolved for the earlier steps."""
+        return previous
+
+    def references(self) -> list[str]:
+        """Other steps this one depends on besides its input (their hashes join its own)."""
+        return []
+
+    def check(self, configs: Mapping[str, StageConfig]) -> list[str]:
+        """Problems with this step given the earlier steps' configs (by step name)."""
+        return []
+
+    def accepts(self) -> set[ArtifactKind]:
+        """The input kinds this step can read."""
+        return {"torch"}
+
+    def produces(self, input_kind: ArtifactKind | None) -> ArtifactKind:
+        """The kind of output this step writes, given its input's kind."""
+        return "torch"
+
+    def out_arch(self, in_arch: Arch | None, archs: Mapping[str, Arch | None]) -> Arch | None:
+        """The output's architecture where it can be known before any work (default: same)."""
+        return in_arch
+
+    def check_arch(self, in_arch: Arch) -> list[str]:
+        """Problems with this step's targets for an input of architecture ``in_arch``."""
+        return []
+
+    def model_sources(self) -> list[str]:
+        """Hub ids or directories this step loads models from (published rows use them)."""
+        return []
 
 
 @dataclass
@@ -19,47 +80,67 @@ class StageContext:
     """What a stage may use besides its own config and input."""
 
     task: TaskData
-    recipe: Recipe
+    max_seq_len: int
+    seed: int
     step_dir: Path  # the temporary directory the stage writes into
     step_name: str
-    seed: int
-    record: dict[str, Any] = field(default_factory=dict)  # details saved in the manifest
+    configs: Mapping[str, StageConfig] = field(default_factory=dict)  # every step, by name
+    inputs: Mapping[str, str | None] = field(default_factory=dict)  # each step's input step
 
 
-StageFn = Callable[[Any, Path | None, StageContext], Path]
+@dataclass
+class StageResult:
+    """A stage's output: the artifact, any extra variants beside it, and details to record."""
+
+    output: Path
+    details: dict[str, Any] = field(default_factory=dict)
+    # label -> path inside the step directory, evaluated as rows of their own
+    extra_variants: dict[str, Path] = field(default_factory=dict)
+
+
+StageFn = Callable[[Any, Path | None, StageContext], StageResult]
 
 
 @dataclass(frozen=True)
 class Stage:
-    name: str
-    config: type[BaseModel]
-    fn: StageFn
-    needs_input: bool
-    # which earlier step a step reads when the recipe does not say (default: the previous one)
-    input_for: Callable[[Any, Recipe], str | None] | None = None
+    """A registered stage: its name, config model(s) and function.
 
-
-STAGES: dict[str, Stage] = {}
-
-
-def stage(name: str, config: type[BaseModel], *, needs_input: bool = True, input_for=None):
-    """Register ``fn(cfg, src, ctx) -> output path`` as the recipe stage ``name``.
-
-    A config may define ``references() -> [step names]``: those steps' hashes join its own, so
-    that changing them reruns it.
+    A stage with several option sets (quantize backends) gives ``variants``: the value of the
+    ``discriminator`` key picks the config model, the first one being the default.
     """
 
-    def register(fn: StageFn) -> StageFn:
-        if name in STAGES:
-            raise ValueError(f"stage {name!r} is registered twice")
-        STAGES[name] = Stage(name, config, fn, needs_input, input_for)
-        return fn
+    name: str
+    config: type[StageConfig]
+    fn: StageFn
+    variants: Mapping[str, type[StageConfig]] = field(default_factory=dict)
+    discriminator: str | None = None
+
+    def __call__(self, cfg: StageConfig, src: Path | None, ctx: StageContext) -> StageResult:
+        return self.fn(cfg, src, ctx)
+
+    @property
+    def summary(self) -> str:
+        doc = (self.config.__doc__ or "").strip().splitlines()
+        return doc[0] if doc else ""
+
+    def config_for(self, options: Mapping[str, Any]) -> type[StageConfig]:
+        """The config model for these raw options (the variant their discriminator names)."""
+        if not self.variants:
+            return self.config
+        key = options.get(self.discriminator or "", next(iter(self.variants)))
+        return self.variants.get(str(key), self.config)
+
+
+def stage(
+    name: str,
+    config: type[StageConfig],
+    *,
+    variants: Mapping[str, type[StageConfig]] | None = None,
+    discriminator: str | None = None,
+) -> Callable[[StageFn], Stage]:
+    """Make ``fn(cfg, src, ctx) -> StageResult`` the recipe stage ``name``."""
+
+    def register(fn: StageFn) -> Stage:
+        return Stage(name, config, fn, dict(variants or {}), discriminator)
 
     return register
-
-
-def load_stages() -> dict[str, Stage]:
-    """Import every stage module so that its ``@stage`` runs, and return the registry."""
-    import compress.stages  # noqa: F401  (import registers the stages)
-
-    return STAGES

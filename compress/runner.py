@@ -16,9 +16,10 @@ from transformers import set_seed
 
 from compress.errors import ModelSourceError
 from compress.lock import artifacts_lock
-from compress.manifest import Manifest, package_versions
-from compress.recipe import Recipe
-from compress.registry import StageContext, load_stages
+from compress.manifest import Manifest, StepEntry, package_versions
+from compress.recipe import Recipe, Step
+from compress.registry import StageContext
+from compress.stages import CATALOGUE
 
 log = logging.getLogger(__name__)
 
@@ -33,37 +34,41 @@ def step_dir_name(index: int, name: str) -> str:
 
 def run_steps(recipe: Recipe, root: Path, task) -> Manifest:
     """Run (or skip, when unchanged and complete) each step; returns the manifest."""
-    stages = load_stages()
     manifest = Manifest(root)
     task_hash = _digest(recipe.task.model_dump(mode="json"))
     hashes: dict[str, str] = {}
     outputs: dict[str, Path] = {}
     for index, step in enumerate(recipe.steps, 1):
-        source = recipe.source_of(step.name)
-        refs = getattr(step.config, "references", lambda: [])()
         step_hash = _digest(
             step.config_hash(),
-            hashes.get(source),
+            hashes.get(step.input) if step.input else None,
             task_hash,
             recipe.seed,
-            [hashes.get(r) for r in refs],
+            [hashes.get(r) for r in step.config.references()],
         )
         dirname = step_dir_name(index, step.name)
-        entry = manifest.steps().get(step.name, {})
-        done = entry.get("status") == "done" and entry.get("hash") == step_hash
-        if done and entry.get("dir") == dirname and (root / entry["output"]).exists():
-            log.info("step %d %s: unchanged, skipped (%s)", index, step.name, entry["output"])
+        entry = manifest.steps.get(step.name)
+        if (
+            entry is not None
+            and entry.status == "done"
+            and entry.hash == step_hash
+            and entry.dir == dirname
+            and entry.output is not None
+            and (root / entry.output).exists()
+        ):
+            log.info("step %d %s: unchanged, skipped (%s)", index, step.name, entry.output)
         else:
-            src = outputs.get(source) if source else None
-            entry = _run_one(
-                stages[step.stage], step, index, src, source, step_hash, manifest, recipe, task
-            )
+            src = outputs.get(step.input) if step.input else None
+            entry = _run_one(step, index, src, step_hash, manifest, recipe, task)
         hashes[step.name] = step_hash
-        outputs[step.name] = root / entry["output"]
+        assert entry.output is not None
+        outputs[step.name] = root / entry.output
     return manifest
 
 
-def _run_one(stage, step, index, src, source, step_hash, manifest, recipe, task) -> dict:
+def _run_one(
+    step: Step, index: int, src: Path | None, step_hash: str, manifest: Manifest, recipe, task
+) -> StepEntry:
     """Run one step into a temporary directory, renamed into place once it completes."""
     root = manifest.path.parent
     dirname = step_dir_name(index, step.name)
@@ -73,31 +78,35 @@ def _run_one(stage, step, index, src, source, step_hash, manifest, recipe, task)
     tmp.mkdir(parents=True)
     ctx = StageContext(
         task=task,
-        recipe=recipe,
+        max_seq_len=recipe.task.max_seq_len,
+        seed=recipe.seed,
         step_dir=tmp,
         step_name=step.name,
-        seed=recipe.seed,
+        configs=recipe.configs,
+        inputs=recipe.inputs,
     )
-    manifest.update(
-        step.name,
+    entry = StepEntry(
         index=index,
         stage=step.stage,
         dir=dirname,
         status="running",
-        input=str(src.relative_to(root)) if src else None,
-        input_step=source,
-        config_hash=step.config_hash(),
         hash=step_hash,
+        config_hash=step.config_hash(),
+        input=str(src.relative_to(root)) if src else None,
+        input_step=step.input,
+        kind=step.kind,
+        sources=step.config.model_sources(),
         versions=package_versions(),
     )
-    log.info("step %d %s (%s) from %s", index, step.name, step.stage, source or "its model source")
+    manifest.set(step.name, entry)
+    log.info("step %d %s (%s) from %s", index, step.name, step.stage, step.input or "its source")
     start = time.perf_counter()
     set_seed(recipe.seed)  # model initialisation, dropout and shuffles repeat from run to run
     try:
-        produced = stage.fn(step.config, src, ctx)
+        result = CATALOGUE[step.stage](step.config, src, ctx)
     except ModelSourceError as exc:
-        _record_failure(manifest, step.name, ctx, exc, start, tmp)
-        key = getattr(step.config, "model_key", None)
+        _record_failure(manifest, step.name, entry, exc, start, tmp)
+        key = step.config.model_key
         hint = (
             f"\nFor a local copy: make recipe={recipe.name} "
             f"ARGS='steps.{step.name}.{key}=/path/to/model'"
@@ -106,31 +115,44 @@ def _run_one(stage, step, index, src, source, step_hash, manifest, recipe, task)
         )
         raise ModelSourceError(f"step {step.name!r} ({step.stage}): {exc}{hint}") from exc
     except BaseException as exc:
-        _record_failure(manifest, step.name, ctx, exc, start, tmp)
+        _record_failure(manifest, step.name, entry, exc, start, tmp)
         raise
-    relative = Path(produced).resolve().relative_to(tmp.resolve())
+
+    def relative(path: Path) -> str:
+        return str(Path(dirname) / Path(path).resolve().relative_to(tmp.resolve()))
+
     shutil.rmtree(final, ignore_errors=True)
+    output, extra = (
+        relative(result.output),
+        {k: relative(p) for k, p in result.extra_variants.items()},
+    )
     os.replace(tmp, final)
-    seconds = round(time.perf_counter() - start, 1)
-    manifest.update(
-        step.name,
-        status="done",
-        output=str(Path(dirname) / relative),
-        seconds=seconds,
-        details=ctx.record,
+    entry = entry.model_copy(
+        update={
+            "status": "done",
+            "output": output,
+            "extra_variants": extra,
+            "seconds": round(time.perf_counter() - start, 1),
+            "details": result.details,
+        }
     )
-    log.info("step %d %s done in %.1f s -> %s", index, step.name, seconds, final / relative)
-    return manifest.steps()[step.name]
+    manifest.set(step.name, entry)
+    log.info("step %d %s done in %.1f s -> %s", index, step.name, entry.seconds, root / output)
+    return entry
 
 
-def _record_failure(manifest, name, ctx, exc, start, tmp) -> None:
-    manifest.update(
-        name,
-        status="failed",
-        details=ctx.record,
-        error=f"{type(exc).__name__}: {exc}",
-        seconds=round(time.perf_counter() - start, 1),
+def _record_failure(
+    manifest: Manifest, name: str, entry: StepEntry, exc, start: float, tmp: Path
+) -> None:
+    failed = entry.model_copy(
+        update={
+            "status": "failed",
+            "error": f"{type(exc).__name__}: {exc}",
+            "details": getattr(exc, "details", None) or {},
+            "seconds": round(time.perf_counter() - start, 1),
+        }
     )
+    manifest.set(name, failed)
     shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -150,10 +172,10 @@ def run_recipe(recipe: Recipe, out_root: Path, evaluate: bool = True) -> Path:
             task = load_task(recipe.task)
             run_steps(recipe, root, task)
             if evaluate:
-                from eval.evaluate import evaluate_artifacts
+                from eval.evaluate import evaluate_recipe
                 from eval.report import render_report
 
-                evaluate_artifacts(root, recipe, task)
+                evaluate_recipe(root, recipe, task)
                 render_report(root)
         finally:
             logging.getLogger().removeHandler(handler)

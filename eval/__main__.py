@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         from compress.errors import RecipeError
         from compress.recipe import apply_override, parse_recipe
         from compress.tasks import load_task
-        from eval.evaluate import evaluate_artifacts
+        from eval.evaluate import evaluate_recipe
         from eval.report import render_report
 
         if args.model is not None:
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             for item in args.overrides:
                 apply_override(raw, item)
             recipe = parse_recipe(raw, str(resolved))
-            evaluate_artifacts(root, recipe, load_task(recipe.task))
+            evaluate_recipe(root, recipe, load_task(recipe.task))
             render_report(root)
         else:
             parser.error("give ARTIFACTS_DIR or --model PATH --task NAME")

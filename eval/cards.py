@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-
-def step_chain(manifest: dict, name: str) -> list[tuple[str, dict]]:
-    """The steps that led to ``name``, first to last, following each step's input."""
-    chain = []
-    current: str | None = name
-    while current is not None:
-        entry = manifest["steps"][current]
-        chain.append((current, entry))
-        current = entry.get("input_step")
-    return chain[::-1]
+from compress.manifest import Manifest
+from eval.schema import MetricRow, Report
 
 
-def card_text(
-    recipe: str, name: str, entry: dict, manifest: dict, rows: list[dict], task: str, metric: str
-) -> str:
-    library = "onnx" if str(entry["output"]).endswith(".onnx") else "transformers"
+def card_text(name: str, manifest: Manifest, rows: list[MetricRow], report: Report) -> str:
+    entry = manifest.steps[name]
+    library = "onnx" if entry.kind == "onnx" else "transformers"
     lines = [
         "---",
         "language: zh",
@@ -28,47 +18,46 @@ def card_text(
         "tags: [lert-compress, bert, chinese]",
         "---",
         "",
-        f"# {recipe} / {name}",
+        f"# {report.recipe} / {name}",
         "",
-        f"A BERT-architecture model for `{task}` made by the `{entry['stage']}` step of the "
-        f"lert-compress recipe `{recipe}`.",
+        f"A BERT-architecture model for `{report.task}` made by the `{entry.stage}` step of the "
+        f"lert-compress recipe `{report.recipe}`.",
         "",
         "## How it was made",
         "",
     ]
-    for i, (step, e) in enumerate(step_chain(manifest, name), 1):
+    for i, (step, e) in enumerate(manifest.chain(name), 1):
         lines.append(
-            f"{i}. `{step}`: stage `{e['stage']}`, config hash `{e['config_hash']}`, "
-            f"{e.get('seconds', '?')} s"
+            f"{i}. `{step}`: stage `{e.stage}`, config hash `{e.config_hash}`, "
+            f"{'?' if e.seconds is None else e.seconds} s"
         )
     lines += [
         "",
-        f"## Measured ({metric})",
+        f"## Measured ({report.metric})",
         "",
         "| runtime | device | precision | score | MB | b1 p50 ms |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        b1 = r.get("latency_ms", {}).get("b1", {}).get("p50")
+        b1 = r.latency_ms.get("b1")
         lines.append(
-            f"| {r['runtime']} | {r['device']} | {r['precision']} | "
-            f"{r['score'] * 100:.2f} | {r['size_mb']:.1f} | "
-            f"{'–' if b1 is None else f'{b1:.1f}'} |"
+            f"| {r.runtime} | {r.device} | {r.precision} | {r.score * 100:.2f} | "
+            f"{r.size_mb:.1f} | {'–' if b1 is None else f'{b1.p50:.1f}'} |"
         )
     if not rows:
         lines.append("| – | – | – | not evaluated | – | – |")
     return "\n".join(lines) + "\n"
 
 
-def write_model_cards(root: Path, metrics: dict) -> None:
-    manifest = json.loads((root / "manifest.json").read_text())
-    for name, entry in manifest["steps"].items():
-        if entry.get("status") != "done":
+def write_model_cards(root: Path, report: Report, manifest: Manifest) -> None:
+    """A README.md beside every step output that the report measured."""
+    for name in report.steps:
+        entry = manifest.steps[name]
+        if entry.status != "done" or entry.output is None or entry.stage == "external":
             continue
-        output = root / entry["output"]
+        output = root / entry.output
         directory = output.parent if output.is_file() else output
-        rows = [r for r in metrics["rows"] if r["variant"] == name]
-        text = card_text(
-            metrics["recipe"], name, entry, manifest, rows, metrics["task"], metrics["metric"]
+        rows = [r for r in report.rows if r.variant == name]
+        (directory / "README.md").write_text(
+            card_text(name, manifest, rows, report), encoding="utf-8"
         )
-        (directory / "README.md").write_text(text, encoding="utf-8")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -13,14 +12,23 @@ import torch
 from tqdm.auto import tqdm
 
 from compress.data import encode
-from compress.manifest import package_versions, write_json
+from compress.manifest import Manifest, package_versions, write_json
 from compress.models import load_tokenizer
+from compress.recipe import EvaluateConfig, Recipe
+from compress.scoring import predict, score
 from compress.tasks import TaskData
-from eval.accuracy import predict, score
 from eval.hardware import hardware
 from eval.latency import interleaved_timings, latency_batch, summarize, timed_call
 from eval.memory import peak_rss_mb
-from eval.runtimes import Runtime, artifact_kind, load_runtime, size_mb, torch_precision
+from eval.runtimes import (
+    Runtime,
+    artifact_kind,
+    load_runtime,
+    onnx_is_quantized,
+    size_mb,
+    torch_precision,
+)
+from eval.schema import Latency, MetricRow, Metrics
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +36,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Variant:
     name: str
+    step: str
     stage: str
     path: Path
 
@@ -36,19 +45,24 @@ class Variant:
         return self.path.parent if self.path.is_file() else self.path
 
 
-def variants(root: Path) -> list[Variant]:
-    """The finished steps of a run, in order."""
-    manifest = json.loads((root / "manifest.json").read_text())
+def variants(root: Path, steps: list[str] | None = None) -> list[Variant]:
+    """The finished steps of a run in order (only ``steps`` when given), each followed by its
+    extra variants."""
+    manifest = Manifest(root)
     done = sorted(
-        (e for e in manifest["steps"].items() if e[1].get("status") == "done"),
-        key=lambda item: item[1]["index"],
+        (
+            (name, e)
+            for name, e in manifest.steps.items()
+            if e.status == "done" and e.output and (steps is None or name in steps)
+        ),
+        key=lambda item: item[1].index,
     )
     out = []
     for name, entry in done:
-        out.append(Variant(name, entry["stage"], root / entry["output"]))
-        step_dir = root / entry["output"].split("/")[0]
-        for label, relative in entry.get("details", {}).get("extra_variants", {}).items():
-            out.append(Variant(f"{name} ({label})", entry["stage"], step_dir / relative))
+        assert entry.output is not None
+        out.append(Variant(name, name, entry.stage, root / entry.output))
+        for label, relative in entry.extra_variants.items():
+            out.append(Variant(f"{name} ({label})", name, entry.stage, root / relative))
     return out
 
 
@@ -72,7 +86,7 @@ def runs_for(variant: Variant, device: str, gpu_precisions: list[str]) -> list[s
         import onnxruntime as ort
 
         gpu_ok = "CUDAExecutionProvider" in ort.get_available_providers()
-        return [None] if gpu_ok and "quantized" not in variant.path.name else []
+        return [None] if gpu_ok and not onnx_is_quantized(variant.path) else []
     if kind == "bnb":
         return [None]
     saved = torch_precision(variant.path)
@@ -90,7 +104,7 @@ def score_variant(
     threads: int,
     max_examples: int | None,
     precision: str | None = None,
-) -> tuple[dict, Runtime]:
+) -> tuple[MetricRow, Runtime]:
     examples = task.splits[split][:max_examples] if max_examples else task.splits[split]
     enc = encode(examples, load_tokenizer(variant.tokenizer_dir), task, max_len)
     gc.collect()
@@ -100,19 +114,20 @@ def score_variant(
     value = score(task, examples, enc, predict(rt.forward, enc))
     # GPU: peak allocated while scoring; CPU rows get a fresh-process measurement later
     memory = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
-    row = {
-        "variant": variant.name,
-        "stage": variant.stage,
-        "runtime": rt.runtime,
-        "device": device,
-        "precision": rt.precision,
-        "params": rt.params,
-        "size_mb": round(size_mb(variant.path), 2),
-        "score": round(value, 5),
-        "seq_len": max_len,
-        "memory_mb": None if memory is None else round(memory, 1),
-        "path": str(variant.path),
-    }
+    row = MetricRow(
+        variant=variant.name,
+        step=variant.step,
+        stage=variant.stage,
+        runtime=rt.runtime,
+        device=device,
+        precision=rt.precision,
+        params=rt.params,
+        size_mb=round(size_mb(variant.path), 2),
+        score=round(value, 5),
+        seq_len=max_len,
+        memory_mb=None if memory is None else round(memory, 1),
+        path=str(variant.path),
+    )
     log.info(
         "%s on %s (%s %s): %s %.4f",
         variant.name,
@@ -126,40 +141,50 @@ def score_variant(
 
 
 def measure_latency(
-    loaded: list[tuple[dict, Runtime]],
-    batch_sizes: list[int],
-    seq_len: int,
-    warmup: int,
-    repeats: int,
+    loaded: list[tuple[MetricRow, Runtime]],
+    cfg: EvaluateConfig,
+    reference: str,
 ) -> None:
-    """Fill ``latency_ms`` and ``speedup`` of each row; rows of one device are interleaved."""
-    for device in sorted({row["device"] for row, _ in loaded}):
-        group = [(row, rt) for row, rt in loaded if row["device"] == device]
-        reference = group[0][0]
-        bar = tqdm(total=len(batch_sizes) * repeats, desc=f"latency {device}", unit="round")
-        for bs in batch_sizes:
+    """Fill ``latency_ms`` and ``speedup`` of each row; rows of one device are interleaved.
+    Speedups are over the ``reference`` variant's first row on the same device."""
+    for device in sorted({row.device for row, _ in loaded}):
+        group = [(row, rt) for row, rt in loaded if row.device == device]
+        bar = tqdm(total=len(cfg.batch_sizes) * cfg.repeats, desc=f"latency {device}", unit="round")
+        for bs in cfg.batch_sizes:
             calls = {
-                str(i): timed_call(rt.forward, latency_batch(bs, seq_len, rt.vocab_size), rt.device)
+                str(i): timed_call(
+                    rt.forward, latency_batch(bs, cfg.seq_len, rt.vocab_size), rt.device
+                )
                 for i, (_, rt) in enumerate(group)
             }
-            times = interleaved_timings(calls, warmup, repeats, progress=bar.update)
+            times = interleaved_timings(calls, cfg.warmup, cfg.repeats, progress=bar.update)
             for i, (row, _) in enumerate(group):
-                row.setdefault("latency_ms", {})[f"b{bs}"] = summarize(times[str(i)], bs)
+                row.latency_ms[f"b{bs}"] = Latency(**summarize(times[str(i)], bs))
         bar.close()
+        ref = next((row for row, _ in group if row.variant == reference), group[0][0])
         for row, _ in group:
-            row["speedup"] = {
-                b: round(reference["latency_ms"][b]["p50"] / row["latency_ms"][b]["p50"], 3)
-                for b in row["latency_ms"]
+            row.speedup = {
+                b: round(ref.latency_ms[b].p50 / lat.p50, 3) for b, lat in row.latency_ms.items()
             }
-            row["reference"] = reference["variant"]
 
 
-def evaluate_artifacts(root: Path, recipe, task: TaskData) -> dict:
-    """Score and time every variant; write ``eval/metrics.json`` and return it."""
-    cfg = recipe.evaluate
+def evaluate_artifacts(
+    root: Path,
+    cfg: EvaluateConfig,
+    task: TaskData,
+    *,
+    name: str,
+    max_seq_len: int,
+    steps: list[str] | None = None,
+    reference: str | None = None,
+) -> Metrics:
+    """Score and time every variant of ``steps`` (default: all finished steps); write
+    ``eval/metrics.json`` and return it. ``reference``: the variant rows are compared with
+    (default: the first)."""
     threads = cfg.threads or os.cpu_count() or 1
+    found = variants(root, steps)
     loaded = []
-    for variant in variants(root):
+    for variant in found:
         for device in usable_devices(cfg.devices):
             for precision in runs_for(variant, device, cfg.gpu_precisions):
                 loaded.append(
@@ -168,29 +193,45 @@ def evaluate_artifacts(root: Path, recipe, task: TaskData) -> dict:
                         device,
                         task,
                         cfg.split,
-                        recipe.task.max_seq_len,
+                        max_seq_len,
                         threads,
                         cfg.max_examples,
                         precision,
                     )
                 )
     for row, _ in loaded:
-        if row["device"] == "cpu" and cfg.memory:
-            row["memory_mb"] = peak_rss_mb(
-                Path(row["path"]), task.type, max(cfg.batch_sizes), cfg.seq_len, threads
+        if row.device == "cpu" and cfg.memory:
+            row.memory_mb = peak_rss_mb(
+                Path(row.path), task.type, max(cfg.batch_sizes), cfg.seq_len, threads
             )
+    reference = reference or (found[0].name if found else "")
     if cfg.latency:
-        measure_latency(loaded, cfg.batch_sizes, cfg.seq_len, cfg.warmup, cfg.repeats)
-    metrics = {
-        "recipe": recipe.name,
-        "task": task.name,
-        "metric": task.metric,
-        "split": cfg.split,
-        "examples": len(task.splits[cfg.split][: cfg.max_examples or None]),
-        "hardware": hardware(threads),
-        "versions": package_versions(),
-        "rows": [row for row, _ in loaded],
-    }
+        measure_latency(loaded, cfg, reference)
+    metrics = Metrics(
+        recipe=name,
+        task=task.name,
+        metric=task.metric,
+        split=cfg.split,
+        examples=len(task.splits[cfg.split][: cfg.max_examples or None]),
+        reference=reference,
+        steps=list(dict.fromkeys(v.step for v in found)),
+        hardware=hardware(threads),
+        versions=package_versions(),
+        rows=[row for row, _ in loaded],
+    )
     (root / "eval").mkdir(exist_ok=True)
-    write_json(root / "eval" / "metrics.json", metrics)
+    write_json(root / "eval" / "metrics.json", metrics.model_dump(mode="json"))
     return metrics
+
+
+def evaluate_recipe(root: Path, recipe: Recipe, task: TaskData) -> Metrics:
+    """Evaluate the current steps of ``recipe`` in its artifacts directory ``root``."""
+    return evaluate_artifacts(
+        root,
+        recipe.evaluate,
+        task,
+        name=recipe.name,
+        max_seq_len=recipe.task.max_seq_len,
+        steps=[s.name for s in recipe.steps],
+        reference=recipe.reference,
+    )

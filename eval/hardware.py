@@ -8,6 +8,8 @@ import platform
 import psutil
 import torch
 
+from compress.hardware import cpu_flags, cpu_name
+
 ISA_FLAGS = (
     "avx2",
     "avx512f",
@@ -19,24 +21,6 @@ ISA_FLAGS = (
     "neon",
     "asimd",
 )
-
-
-def cpu_flags() -> set[str]:
-    try:
-        import cpuinfo
-
-        return set(cpuinfo.get_cpu_info().get("flags", []))
-    except Exception:  # cpuinfo can fail in odd containers; flags are informative only
-        return set()
-
-
-def cpu_name() -> str:
-    try:
-        import cpuinfo
-
-        return cpuinfo.get_cpu_info().get("brand_raw") or platform.processor()
-    except Exception:
-        return platform.processor() or platform.machine()
 
 
 def hardware(threads: int) -> dict:

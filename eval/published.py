@@ -6,6 +6,11 @@ These are other people's numbers: the report prints them in their own table, lab
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from pathlib import Path
+
+from eval.schema import PublishedRow
+
 SOURCE = "LERT README / arXiv 2211.05344 (dev; max, average in brackets)"
 
 # (model id, task name) -> published score as printed
@@ -27,23 +32,19 @@ PUBLISHED: dict[tuple[str, str], str] = {
 }
 
 
-def _model_ids(recipe: dict) -> set[str]:
-    """Hub ids a recipe's steps load (a local directory counts by its folder name)."""
-    ids = set()
-    for step in recipe.get("steps", []):
-        for key in ("model", "student", "init"):
-            value = step.get(key)
-            source = value.get("source") if isinstance(value, dict) else value
-            if isinstance(source, str):
-                name = source.rstrip("/").split("/")[-1]
-                ids.add(source if source.startswith("hfl/") else f"hfl/{name}")
-    return ids
+def model_id(source: str) -> str:
+    """The hub id a source stands for: itself, or ``hfl/<folder>`` for a local directory."""
+    if source.startswith("hfl/"):
+        return source
+    return f"hfl/{Path(source).expanduser().name}"
 
 
-def published_rows(recipe: dict) -> list[dict]:
-    task = str(recipe.get("task", {}).get("name", "")).lower()
+def published_rows(sources: Iterable[str], task: str) -> list[PublishedRow]:
+    """Published scores of the models a run loaded (``sources``) on its task."""
+    task = task.lower()
+    models = sorted({model_id(s) for s in sources})
     return [
-        {"model": model, "task": task, "score": PUBLISHED[(model, task)], "source": SOURCE}
-        for model in sorted(_model_ids(recipe))
-        if (model, task) in PUBLISHED
+        PublishedRow(model=m, task=task, score=PUBLISHED[(m, task)], source=SOURCE)
+        for m in models
+        if (m, task) in PUBLISHED
     ]

@@ -5,15 +5,14 @@ Reads only metrics, the manifest and the resolved recipe: re-rendering never re-
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
-import yaml
-
-from compress.manifest import write_json
+from compress.errors import CompressError
+from compress.manifest import Manifest, write_json
 from eval.cards import write_model_cards
 from eval.published import published_rows
+from eval.schema import MetricRow, Metrics, Report
 
 log = logging.getLogger(__name__)
 
@@ -32,50 +31,46 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def recommendations(rows: list[dict], batch: str = "b1") -> dict[str, dict | None]:
-    """Per target, the variant chosen from the numbers (None when nothing qualifies)."""
-    out: dict[str, dict | None] = {}
-    if not rows:
+def recommendations(
+    rows: list[MetricRow], reference: MetricRow | None, batch: str = "b1"
+) -> dict[str, MetricRow | None]:
+    """Per target, the variant chosen from the numbers (None when nothing qualifies): the
+    smallest, and the fastest per device, among rows within one point of ``reference``."""
+    out: dict[str, MetricRow | None] = {}
+    if not rows or reference is None:
         return out
-    teacher = rows[0]
-    ok = [r for r in rows if r["score"] >= teacher["score"] - WITHIN]
-    out["smallest"] = min(ok, key=lambda r: (r["size_mb"], -r["score"]), default=None)
-    for device in sorted({r["device"] for r in rows}):
-        timed = [r for r in ok if r["device"] == device and batch in r.get("latency_ms", {})]
-        out[f"fastest_{device}"] = min(
-            timed, key=lambda r: r["latency_ms"][batch]["p50"], default=None
-        )
+    ok = [r for r in rows if r.score >= reference.score - WITHIN]
+    out["smallest"] = min(ok, key=lambda r: (r.size_mb, -r.score), default=None)
+    for device in sorted({r.device for r in rows}):
+        timed = [r for r in ok if r.device == device and batch in r.latency_ms]
+        out[f"fastest_{device}"] = min(timed, key=lambda r: r.latency_ms[batch].p50, default=None)
     return out
 
 
-def _fmt_row(row: dict, teacher: dict, batches: list[str]) -> str:
-    delta = (row["score"] - teacher["score"]) * 100
-    kept = 100 * row["score"] / teacher["score"] if teacher["score"] else float("nan")
-    lat = row.get("latency_ms", {})
+def _fmt_row(row: MetricRow, ref: MetricRow, batches: list[str]) -> str:
+    delta = (row.score - ref.score) * 100
+    kept = 100 * row.score / ref.score if ref.score else float("nan")
     cells = [
-        row["variant"],
-        row["stage"],
-        row["runtime"],
-        row["device"],
-        row["precision"],
-        f"{row['params'] / 1e6:.2f}",
-        f"{row['size_mb']:.1f}",
-        f"{row['score'] * 100:.2f}",
+        row.variant,
+        row.stage,
+        row.runtime,
+        row.device,
+        row.precision,
+        f"{row.params / 1e6:.2f}",
+        f"{row.size_mb:.1f}",
+        f"{row.score * 100:.2f}",
         f"{delta:+.2f}",
         f"{kept:.1f}%",
     ]
     for b in batches:
-        if b in lat:
-            cells.append(f"{lat[b]['p50']:.1f} ({row['speedup'][b]:.2f}x)")
-        else:
-            cells.append("–")
-    memory = row.get("memory_mb")
-    cells.append("–" if memory is None else f"{memory:.0f}")
+        lat = row.latency_ms.get(b)
+        cells.append("–" if lat is None else f"{lat.p50:.1f} ({row.speedup[b]:.2f}x)")
+    cells.append("–" if row.memory_mb is None else f"{row.memory_mb:.0f}")
     return "| " + " | ".join(cells) + " |"
 
 
-def _table(rows: list[dict], teacher: dict, title: str) -> list[str]:
-    batches = sorted({b for r in rows for b in r.get("latency_ms", {})}, key=lambda b: int(b[1:]))
+def _table(rows: list[MetricRow], ref: MetricRow, title: str) -> list[str]:
+    batches = sorted({b for r in rows for b in r.latency_ms}, key=lambda b: int(b[1:]))
     head = (
         [
             "variant",
@@ -94,22 +89,22 @@ def _table(rows: list[dict], teacher: dict, title: str) -> list[str]:
     )
     return (
         [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        + [_fmt_row(r, teacher, batches) for r in rows]
+        + [_fmt_row(r, ref, batches) for r in rows]
         + [""]
     )
 
 
-def render_markdown(report: dict) -> str:
-    rows, hw = report["rows"], report["hardware"]
+def render_markdown(report: Report) -> str:
+    rows, hw = report.rows, report.hardware
     lines = [
-        f"# {report['recipe']}: size against {report['metric']}",
+        f"# {report.recipe}: size against {report.metric}",
         "",
-        f"Task `{report['task']}`, {report['split']} split ({report['examples']} examples), "
-        f"metric {report['metric']} in points. Latency: sequence length "
-        f"{rows[0]['seq_len'] if rows else '?'}, p50 over repeated interleaved runs; speedup "
-        f"is over `{rows[0]['variant'] if rows else '?'}` on the same device, in the same run. "
-        "Peak MB: CPU, resident memory a fresh process adds to load the model and run one batch "
-        "of the largest size; GPU, peak allocated while scoring.",
+        f"Task `{report.task}`, {report.split} split ({report.examples} examples), "
+        f"metric {report.metric} in points. Δ and kept are against `{report.reference}`. "
+        f"Latency: sequence length {rows[0].seq_len if rows else '?'}, p50 over repeated "
+        f"interleaved runs; speedup is over `{report.reference}` on the same device, in the same "
+        "run. Peak MB: CPU, resident memory a fresh process adds to load the model and run one "
+        "batch of the largest size; GPU, peak allocated while scoring.",
         "",
         f"CPU: {hw['cpu']} ({hw['arch']}, {hw['cores']} cores, {hw['threads']} threads, "
         f"{', '.join(hw['isa']) or 'no listed ISA flags'}, {hw['memory_gb']} GiB). "
@@ -117,26 +112,26 @@ def render_markdown(report: dict) -> str:
         "",
     ]
     for device, title in (("cpu", "CPU"), ("cuda", "GPU")):
-        group = [r for r in rows if r["device"] == device]
+        group = [r for r in rows if r.device == device]
         if group:
-            lines += _table(group, group[0], title)
+            lines += _table(group, report.reference_row(device) or group[0], title)
     lines += ["## Recommended", ""]
     labels = {
-        "smallest": "Smallest within 1 point of the teacher",
+        "smallest": f"Smallest within 1 point of `{report.reference}`",
         "fastest_cpu": "Fastest on CPU (batch 1) within 1 point",
         "fastest_cuda": "Fastest on GPU (batch 1) within 1 point",
     }
     for key, label in labels.items():
-        if key in report["recommended"]:
-            pick = report["recommended"][key]
+        if key in report.recommended:
+            pick = report.recommended[key]
             text = (
-                f"`{pick['variant']}` ({pick['runtime']} {pick['precision']}, "
-                f"{pick['size_mb']:.1f} MB, score {pick['score'] * 100:.2f})"
+                f"`{pick.variant}` ({pick.runtime} {pick.precision}, "
+                f"{pick.size_mb:.1f} MB, score {pick.score * 100:.2f})"
                 if pick
                 else "none qualifies"
             )
             lines.append(f"- {label}: {text}")
-    if report.get("published"):
+    if report.published:
         lines += [
             "",
             "## Published (not measured here)",
@@ -144,32 +139,27 @@ def render_markdown(report: dict) -> str:
             "| model | task | score | source |",
             "|---|---|---|---|",
         ]
-        lines += [
-            f"| {p['model']} | {p['task']} | {p['score']} | {p['source']} |"
-            for p in report["published"]
-        ]
+        lines += [f"| {p.model} | {p.task} | {p.score} | {p.source} |" for p in report.published]
     lines += ["", "![score against latency](pareto.png)", ""]
     return "\n".join(lines)
 
 
-def plot_pareto(rows: list[dict], path: Path, metric: str) -> None:
+def plot_pareto(rows: list[MetricRow], path: Path, metric: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [
-        d for d in ("cpu", "cuda") if any(r["device"] == d and r.get("latency_ms") for r in rows)
-    ]
+    panels = [d for d in ("cpu", "cuda") if any(r.device == d and r.latency_ms for r in rows)]
     if not panels:
         return
     fig, axes = plt.subplots(1, len(panels), figsize=(8.5 * len(panels), 6), squeeze=False)
     for ax, device in zip(axes[0], panels, strict=True):
-        group = [r for r in rows if r["device"] == device and "b1" in r.get("latency_ms", {})]
-        xs = [r["latency_ms"]["b1"]["p50"] for r in group]
-        ys = [r["score"] * 100 for r in group]
-        largest = max(r["size_mb"] for r in group) or 1.0
-        sizes = [60 + 900 * r["size_mb"] / largest for r in group]
+        group = [r for r in rows if r.device == device and "b1" in r.latency_ms]
+        xs = [r.latency_ms["b1"].p50 for r in group]
+        ys = [r.score * 100 for r in group]
+        largest = max(r.size_mb for r in group) or 1.0
+        sizes = [60 + 900 * r.size_mb / largest for r in group]
         ax.scatter(
             xs, ys, s=sizes, alpha=0.5, c=range(len(group)), cmap="viridis", edgecolors="black"
         )
@@ -178,7 +168,7 @@ def plot_pareto(rows: list[dict], path: Path, metric: str) -> None:
         for rank, i in enumerate(order):
             r = group[i]
             ax.annotate(
-                f"{r['variant']}\n{r['runtime']} {r['precision']}, {r['size_mb']:.1f} MB",
+                f"{r.variant}\n{r.runtime} {r.precision}, {r.size_mb:.1f} MB",
                 (xs[i], ys[i]),
                 textcoords="offset points",
                 xytext=(10, 10 if rank % 2 == 0 else -24),
@@ -205,23 +195,22 @@ def plot_pareto(rows: list[dict], path: Path, metric: str) -> None:
     plt.close(fig)
 
 
-def render_report(root: Path) -> dict:
+def render_report(root: Path) -> Report:
     """Write report.json, report.md, pareto.png and model cards from eval/metrics.json."""
     metrics_path = root / "eval" / "metrics.json"
     if not metrics_path.exists():
-        raise FileNotFoundError(
-            f"{metrics_path} is missing: evaluate first (python -m eval {root})"
-        )
-    metrics = json.loads(metrics_path.read_text())
-    recipe = yaml.safe_load((root / "recipe.resolved.yaml").read_text(encoding="utf-8"))
-    report = {
-        **metrics,
-        "recommended": recommendations(metrics["rows"]),
-        "published": published_rows(recipe),
-    }
-    write_json(root / "report.json", report)
+        raise CompressError(f"{metrics_path} is missing: evaluate first (python -m eval {root})")
+    metrics = Metrics.read(metrics_path)
+    manifest = Manifest(root)
+    sources = [s for n in metrics.steps if n in manifest.steps for s in manifest.steps[n].sources]
+    report = Report(
+        **metrics.model_dump(),
+        recommended=recommendations(metrics.rows, metrics.reference_row()),
+        published=published_rows(sources, metrics.task),
+    )
+    write_json(root / "report.json", report.model_dump(mode="json"))
     (root / "report.md").write_text(render_markdown(report), encoding="utf-8")
-    plot_pareto(metrics["rows"], root / "pareto.png", metrics["metric"])
-    write_model_cards(root, metrics)
+    plot_pareto(report.rows, root / "pareto.png", report.metric)
+    write_model_cards(root, report, manifest)
     log.info("report: %s", root / "report.md")
     return report

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eval.accuracy import Forward, torch_forward
+from compress.models import model_class
+from compress.scoring import Forward, torch_forward
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".data")
 
@@ -33,6 +34,17 @@ def artifact_kind(path: Path) -> str:
         return "onnx"
     config = json.loads((path / "config.json").read_text())
     return "bnb" if "quantization_config" in config else "torch"
+
+
+QUANTIZED_OPS = ("MatMulInteger", "QLinearMatMul", "DynamicQuantizeLinear", "QuantizeLinear")
+
+
+def onnx_is_quantized(path: Path, graph=None) -> bool:
+    """Whether an ONNX model computes in int8: decided by its graph, never by its file name."""
+    import onnx
+
+    graph = graph if graph is not None else onnx.load(str(path), load_external_data=False).graph
+    return any(n.op_type in QUANTIZED_OPS for n in graph.node)
 
 
 def size_mb(path: Path) -> float:
@@ -61,8 +73,6 @@ def load_runtime(
     kind = artifact_kind(path)
     if kind == "onnx":
         return _onnx_runtime(path, device, threads)
-    from compress.models import model_class
-
     cls = model_class(task_type)
     if kind == "bnb":
         model = cls.from_pretrained(path, device_map={"": device})
@@ -102,10 +112,7 @@ def _onnx_runtime(path: Path, device: str, threads: int) -> Runtime:
     names = {i.name for i in session.get_inputs()}
     graph = onnx.load(str(path), load_external_data=False).graph
     params = sum(int(np.prod(t.dims)) for t in graph.initializer if len(t.dims) >= 1)
-    quantized = any(
-        n.op_type in ("MatMulInteger", "QLinearMatMul", "DynamicQuantizeLinear", "QuantizeLinear")
-        for n in graph.node
-    )
+    quantized = onnx_is_quantized(path, graph)
 
     def forward(batch: dict[str, torch.Tensor]) -> np.ndarray:
         feeds = {k: v.cpu().numpy().astype(np.int64) for k, v in batch.items() if k in names}

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import yaml
 
 from compress.errors import RecipeError
-from compress.manifest import write_json
+from compress.manifest import Manifest, StepEntry
 from compress.recipe import EvaluateConfig, apply_override
 from compress.tasks import load_task
 from compress.tasks.config import TaskConfig
@@ -27,10 +26,8 @@ def evaluate_single(model: Path, task_name: str, out_root: Path, overrides: list
     }
     for item in overrides:
         apply_override(raw, item)
-    recipe = SimpleNamespace(
-        name=raw["name"], task=TaskConfig(**raw["task"]), evaluate=EvaluateConfig(**raw["evaluate"])
-    )
-    root = out_root / recipe.name
+    task_cfg, cfg = TaskConfig(**raw["task"]), EvaluateConfig(**raw["evaluate"])
+    root = out_root / raw["name"]
     root.mkdir(parents=True, exist_ok=True)
     (root / "recipe.resolved.yaml").write_text(
         yaml.safe_dump(
@@ -39,21 +36,23 @@ def evaluate_single(model: Path, task_name: str, out_root: Path, overrides: list
         ),
         encoding="utf-8",
     )
-    write_json(
-        root / "manifest.json",
-        {
-            "steps": {
-                "model": {
-                    "index": 1,
-                    "stage": "external",
-                    "status": "done",
-                    "output": str(model),
-                    "config_hash": "-",
-                    "input_step": None,
-                }
-            }
-        },
+    manifest = Manifest(root)
+    manifest.set(
+        "model",
+        StepEntry(
+            index=1,
+            stage="external",
+            dir="-",
+            status="done",
+            hash="-",
+            config_hash="-",
+            output=str(model),
+            kind="onnx" if model.suffix == ".onnx" else "torch",
+            sources=[str(model)],
+        ),
     )
-    evaluate_artifacts(root, recipe, load_task(recipe.task))
+    evaluate_artifacts(
+        root, cfg, load_task(task_cfg), name=raw["name"], max_seq_len=task_cfg.max_seq_len
+    )
     render_report(root)
     return root

@@ -4,16 +4,16 @@ import pytest
 import torch
 
 from compress.data import IGNORE, batches, encode
-from compress.models import ShapeSpec, char_tokenizer, init_from_shape
-from compress.recipe import parse_recipe
-from compress.runner import run_recipe
-from compress.stages.distill import (
-    DistillConfig,
+from compress.distillation import (
     build_distiller,
     make_adaptor,
     textbrewer_matches,
     uniform_layer_map,
 )
+from compress.models import ShapeSpec, char_tokenizer, init_from_shape
+from compress.recipe import parse_recipe
+from compress.runner import run_recipe
+from compress.stages.distill import DistillConfig
 from compress.students import StudentConfig, cut_from_teacher
 from compress.tasks import load_task
 from tests.conftest import TINY_SHAPE, tiny_recipe
@@ -74,9 +74,7 @@ def test_logits_cache_gives_the_same_loss(tmp_path, cls_files):
             cache_teacher_logits=cached,
             hard_label_weight=0.5,
         )
-        distiller, _, used = build_distiller(
-            cfg, teacher, student, task.type, tmp_path / "l", tmp_path / "w"
-        )
+        distiller, _, used = build_distiller(cfg, teacher, student, task.type, tmp_path)
         assert used is cached
         teacher.eval()
         student.eval()  # no dropout: both paths see the same student outputs
@@ -95,7 +93,7 @@ def test_ner_kd_loss_ignores_padding_and_special_tokens(tmp_path, ner_files):
     cfg = DistillConfig(
         student=StudentConfig(shape=TINY_SHAPE), matches="none", cache_teacher_logits=False
     )
-    distiller, _, _ = build_distiller(cfg, teacher, student, "ner", tmp_path / "l", tmp_path / "w")
+    distiller, _, _ = build_distiller(cfg, teacher, student, "ner", tmp_path)
     teacher.eval()
     student.eval()
     with torch.no_grad():
@@ -164,4 +162,15 @@ def test_distill_with_max_steps_evaluates_and_keeps_best(tmp_path, cls_files):
     root = run_recipe(parse_recipe(raw), tmp_path / "art", evaluate=False)
     details = json.loads((root / "manifest.json").read_text())["steps"]["student"]["details"]
     assert [h["step"] for h in details["history"]] == [10, 12]
-    assert details["teacher_logits_cached"] is False  # TextBrewer caches only per epoch
+    assert details["teacher_logits_cached"] is True  # the cache replays for any step count
+
+
+def test_kd_student_and_no_kd_twin_take_the_same_steps(tmp_path, cls_files):
+    """With a fractional epoch count both stop at ceil(1.5 x 10 batches) = 15 optimizer steps."""
+    raw = distill_recipe(cls_files, matches="none")
+    raw["steps"][1]["epochs"] = 1.5
+    root = run_recipe(parse_recipe(raw), tmp_path / "art", evaluate=False)
+    steps = json.loads((root / "manifest.json").read_text())["steps"]
+    kd, no_kd = steps["student"]["details"], steps["no-kd"]["details"]["train"]
+    assert kd["steps"] == no_kd["steps"] == 15
+    assert [h["step"] for h in kd["history"]] == [h["step"] for h in no_kd["history"]] == [10, 15]

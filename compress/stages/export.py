@@ -7,27 +7,29 @@ import shutil
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from compress.models import load_tokenizer
+from compress.models import load_model, load_tokenizer
 from compress.onnx import ValidationError, compare_logits, torch_reference, validation_batches
-from compress.registry import StageContext, stage
-from compress.training import load_model
+from compress.registry import ArtifactKind, StageConfig, StageContext, StageResult, stage
 
 log = logging.getLogger(__name__)
 
 OPTIMUM_TASKS = {"classification": "text-classification", "ner": "token-classification"}
 
 
-class ExportConfig(BaseModel):
+class ExportConfig(StageConfig):
     """Export the input model to ONNX (dynamic batch and sequence axes) and validate it."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    opset: int = Field(18, ge=11)
-    optimize: Literal["none", "O1", "O2"] = "none"  # ORTOptimizer levels; O2 adds BERT fusions
+    opset: int = Field(18, ge=11, description="ONNX opset")
+    optimize: Literal["none", "O1", "O2"] = Field(
+        "none", description="ORTOptimizer level; O2 adds BERT fusions"
+    )
     atol: float = Field(1e-4, gt=0, description="largest allowed logit difference")
-    validation_examples: int = Field(64, ge=1)
+    validation_examples: int = Field(64, ge=1, description="dev examples compared with PyTorch")
+
+    def produces(self, input_kind: ArtifactKind | None) -> ArtifactKind:
+        return "onnx"
 
 
 def optimize_onnx(directory: Path, level: str) -> Path:
@@ -44,7 +46,7 @@ def optimize_onnx(directory: Path, level: str) -> Path:
 
 
 @stage("export", ExportConfig)
-def export(cfg: ExportConfig, src: Path | None, ctx: StageContext) -> Path:
+def export(cfg: ExportConfig, src: Path | None, ctx: StageContext) -> StageResult:
     from optimum.exporters.onnx import main_export
 
     assert src is not None
@@ -64,11 +66,9 @@ def export(cfg: ExportConfig, src: Path | None, ctx: StageContext) -> Path:
     if cfg.optimize != "none":
         onnx_path = optimize_onnx(out, cfg.optimize)
     model, tokenizer = load_model(src, ctx.task.type), load_tokenizer(src)
-    batches = validation_batches(
-        ctx.task, tokenizer, ctx.recipe.task.max_seq_len, cfg.validation_examples
-    )
+    batches = validation_batches(ctx.task, tokenizer, ctx.max_seq_len, cfg.validation_examples)
     check = compare_logits(torch_reference(model), onnx_path, batches)
-    ctx.record.update(validation=check, opset=cfg.opset, optimize=cfg.optimize, onnx=onnx_path.name)
+    details = {"validation": check, "opset": cfg.opset, "optimize": cfg.optimize}
     log.info(
         "ONNX vs PyTorch: max |diff| %.2e, argmax agreement %.4f",
         check["max_abs_diff"],
@@ -77,6 +77,7 @@ def export(cfg: ExportConfig, src: Path | None, ctx: StageContext) -> Path:
     if check["max_abs_diff"] > cfg.atol:
         raise ValidationError(
             f"ONNX logits differ from PyTorch by {check['max_abs_diff']:.2e} > atol {cfg.atol:g}; "
-            "raise export.atol if this is expected (e.g. with optimize: O2), or report a bug"
+            "raise export.atol if this is expected (e.g. with optimize: O2), or report a bug",
+            details,
         )
-    return onnx_path
+    return StageResult(onnx_path, details)

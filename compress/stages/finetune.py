@@ -2,43 +2,56 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
 
-from compress.errors import RecipeError
-from compress.models import ModelSource, count_parameters, load_tokenizer, model_for_task
-from compress.registry import StageContext, stage
-from compress.training import (
-    TrainConfig,
-    encode_splits,
-    fit,
+from pydantic import Field
+
+from compress.arch import Arch, arch_of_source
+from compress.data import encode_splits
+from compress.models import (
+    ModelSource,
+    count_parameters,
     load_model,
+    load_tokenizer,
+    model_for_task,
     save_model,
 )
+from compress.registry import StageConfig, StageContext, StageResult, stage
+from compress.trainer import TrainConfig, fit
 
 
-class FinetuneConfig(TrainConfig):
+class FinetuneConfig(TrainConfig, StageConfig):
     """Train a classifier or tagger on the task's hard labels."""
 
-    model: ModelSource | None = None  # default: the input step's model
-    model_key: ClassVar[str] = "model"  # where a recipe names the model (for error hints)
+    model: ModelSource | None = Field(
+        None, description="hub id, local directory or {shape: ...}; default: the input step"
+    )
+    model_key: ClassVar[str | None] = "model"
 
-    def out_arch(self, in_arch, archs):
-        from compress.arch import arch_of_source
+    def needs_input(self) -> bool:
+        return self.model is None
 
+    def default_input(self, previous, inputs) -> str | None:
+        return None if self.model is not None else previous
+
+    def out_arch(self, in_arch: Arch | None, archs: Mapping) -> Arch | None:
         return arch_of_source(self.model) if self.model is not None else in_arch
 
+    def model_sources(self) -> list[str]:
+        return [self.model.source] if self.model is not None and self.model.source else []
 
-@stage("finetune", FinetuneConfig, needs_input=False)
-def finetune(cfg: FinetuneConfig, src: Path | None, ctx: StageContext) -> Path:
+
+@stage("finetune", FinetuneConfig)
+def finetune(cfg: FinetuneConfig, src: Path | None, ctx: StageContext) -> StageResult:
     out = ctx.step_dir / "model"
     if cfg.model is not None:
-        model, tokenizer = model_for_task(cfg.model, ctx.task, out)
-    elif src is not None:
-        model, tokenizer = load_model(src, ctx.task.type), load_tokenizer(src)
+        model, tokenizer = model_for_task(cfg.model, ctx.task, ctx.step_dir)
     else:
-        raise RecipeError(f"step {ctx.step_name}: give model: (hub id, directory or shape)")
-    enc = encode_splits(ctx.task, tokenizer, ctx.recipe.task.max_seq_len)
+        assert src is not None  # the recipe guarantees an input when no model is given
+        model, tokenizer = load_model(src, ctx.task.type), load_tokenizer(src)
+    enc = encode_splits(ctx.task, tokenizer, ctx.max_seq_len)
     result = fit(model, ctx.task, enc, cfg, ctx.seed, desc=ctx.step_name)
-    ctx.record.update(train=result, params=count_parameters(model), vocab_size=len(tokenizer))
-    return save_model(model, tokenizer, out)
+    details = {"train": result, "params": count_parameters(model), "vocab_size": len(tokenizer)}
+    return StageResult(save_model(model, tokenizer, out), details)

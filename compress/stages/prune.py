@@ -9,8 +9,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from compress.arch import Arch, arch_of_config
+from compress.data import encode_splits
 from compress.errors import RecipeError
-from compress.models import count_parameters, load_tokenizer
+from compress.models import count_parameters, load_model, load_tokenizer, save_model
 from compress.pruning import (
     importance_batches,
     prune_transformer,
@@ -18,14 +20,9 @@ from compress.pruning import (
     select_vocabulary,
     unk_rate,
 )
-from compress.registry import StageContext, stage
-from compress.training import (
-    TrainConfig,
-    encode_splits,
-    fit,
-    load_model,
-    save_model,
-)
+from compress.registry import StageConfig, StageContext, StageResult, stage
+from compress.scoring import evaluate_torch
+from compress.trainer import TrainConfig, fit
 
 log = logging.getLogger(__name__)
 
@@ -61,30 +58,28 @@ class Recovery(TrainConfig):
     temperature: float = Field(8.0, gt=0)
 
 
-class PruneConfig(BaseModel):
+class PruneConfig(StageConfig):
     """Prune vocabulary, then heads/FFN, with TextPruner; recover for a few epochs."""
-
-    model_config = ConfigDict(extra="forbid")
 
     vocabulary: VocabularyPruning | None = None
     transformer: TransformerPruning | None = None
     recover: Recovery | None = None
 
-    def check_arch(self, arch) -> list[str]:
-        return target_problems(self.transformer, arch) if self.transformer else []
+    def check(self, configs) -> list[str]:
+        if self.vocabulary is None and self.transformer is None:
+            return ["prune: give vocabulary:, transformer: or both"]
+        return []
 
-    def out_arch(self, in_arch, archs):
+    def check_arch(self, in_arch: Arch) -> list[str]:
+        return target_problems(self.transformer, in_arch) if self.transformer else []
+
+    def out_arch(self, in_arch: Arch | None, archs) -> Arch | None:
         t = self.transformer
         if in_arch is None or t is None:
             return in_arch
         return in_arch.with_(
             heads=t.target_num_of_heads or in_arch.heads, ffn=t.target_ffn_size or in_arch.ffn
         )
-
-    def check_recipe(self, recipe) -> list[str]:
-        if self.vocabulary is None and self.transformer is None:
-            return ["prune: give vocabulary:, transformer: or both"]
-        return []
 
 
 def target_problems(t: TransformerPruning, arch) -> list[str]:
@@ -111,9 +106,7 @@ def _texts(ctx: StageContext, cfg: VocabularyPruning) -> list[str]:
 
 
 @stage("prune", PruneConfig)
-def prune(cfg: PruneConfig, src: Path | None, ctx: StageContext) -> Path:
-    from compress.arch import arch_of_config
-
+def prune(cfg: PruneConfig, src: Path | None, ctx: StageContext) -> StageResult:
     assert src is not None
     model, tokenizer = load_model(src, ctx.task.type), load_tokenizer(src)
     if cfg.transformer and (
@@ -151,7 +144,7 @@ def prune(cfg: PruneConfig, src: Path | None, ctx: StageContext) -> Path:
     if cfg.transformer is not None:
         t = cfg.transformer
         batches = importance_batches(
-            ctx.task, tokenizer, ctx.recipe.task.max_seq_len, t.batch_size, t.batches, ctx.seed
+            ctx.task, tokenizer, ctx.max_seq_len, t.batch_size, t.batches, ctx.seed
         )
         record["transformer"] = prune_transformer(
             model,
@@ -165,35 +158,32 @@ def prune(cfg: PruneConfig, src: Path | None, ctx: StageContext) -> Path:
         )
     shutil.rmtree(work, ignore_errors=True)
     record["after"] = {"params": count_parameters(model), "vocab_size": len(tokenizer)}
+    extra = {}
     if cfg.recover is not None:
         # the pruned model before recovery stays beside the result, so the report shows both
-        save_model(model, tokenizer, ctx.step_dir / "before_recovery")
-        record["extra_variants"] = {"before recovery": "before_recovery"}
+        extra["before recovery"] = save_model(model, tokenizer, ctx.step_dir / "before_recovery")
         record["recovery"] = recover(model, tokenizer, cfg.recover, src, kept_ids, ctx)
-    ctx.record.update(record)
-    return save_model(model, tokenizer, ctx.step_dir / "model")
+    output = save_model(model, tokenizer, ctx.step_dir / "model")
+    return StageResult(output, record, extra)
 
 
 def recover(model, tokenizer, cfg: Recovery, src: Path, kept_ids, ctx: StageContext) -> dict:
     """Fine-tune, or distil from the unpruned input (its vocabulary cut to the same ids)."""
-    from eval.accuracy import evaluate_torch
-
-    enc = encode_splits(ctx.task, tokenizer, ctx.recipe.task.max_seq_len)
+    enc = encode_splits(ctx.task, tokenizer, ctx.max_seq_len)
     dev_before = evaluate_torch(model, ctx.task, ctx.task.splits["dev"], enc["dev"])
+    desc = f"{ctx.step_name} recovery"
     if cfg.method == "finetune":
-        result = fit(model, ctx.task, enc, cfg, ctx.seed, desc=f"{ctx.step_name} recovery")
+        result = fit(model, ctx.task, enc, cfg, ctx.seed, desc=desc)
     else:
-        from compress.stages.distill import KDConfig, distil_into
+        from compress.distillation import KDConfig, distil
 
         teacher = load_model(src, ctx.task.type)
         if kept_ids is not None:
             select_vocabulary(teacher, kept_ids)
-        kd = KDConfig(
-            matches="none",
-            temperature=cfg.temperature,
-            **{k: getattr(cfg, k) for k in TrainConfig.model_fields},
+        kd = KDConfig(matches="none", temperature=cfg.temperature, **cfg.train_options())
+        result = distil(
+            kd, teacher, model, ctx.task, enc, ctx.seed, desc, ctx.step_dir / "recovery"
         )
-        result = distil_into(kd, teacher, model, enc, ctx, ctx.step_dir / "recovery")
     result["dev_before_recovery"] = dev_before
     log.info("recovery (%s): dev %.4f -> %.4f", cfg.method, dev_before, result["best_dev"])
     return result

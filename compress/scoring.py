@@ -1,4 +1,5 @@
-"""Task metrics: accuracy for classification, entity-level micro F1 (seqeval) for NER."""
+"""Task metrics shared by training (dev checks) and the evaluator: accuracy for classification,
+entity-level micro F1 (seqeval) for NER."""
 
 from __future__ import annotations
 

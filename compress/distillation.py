@@ -1,0 +1,196 @@
+"""Knowledge distillation with TextBrewer: configs, layer maps, adaptors and the KD loss, run by
+the shared training loop (``compress.trainer``). Used by the distill stage and KD recovery."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from tqdm.auto import tqdm
+
+from compress.data import IGNORE
+from compress.trainer import BatchSource, TrainConfig, dev_check, device, shuffled_batches, train
+
+log = logging.getLogger(__name__)
+
+
+class HiddenMatch(BaseModel):
+    """One intermediate match: teacher hidden state ``layer_T`` against student ``layer_S``
+    (0 is the embedding output). A linear projection is added when the widths differ."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    layer_T: int = Field(ge=0)
+    layer_S: int = Field(ge=0)
+    loss: Literal["hidden_mse", "cos"] = "hidden_mse"
+    weight: float = Field(1.0, ge=0)
+
+
+class KDConfig(TrainConfig):
+    """Knowledge-distillation settings (TextBrewer), whatever the student is."""
+
+    lr: float = Field(1e-4, gt=0)
+    temperature: float = Field(8.0, gt=0)
+    kd_loss_type: Literal["ce", "mse"] = "ce"
+    kd_loss_weight: float = Field(1.0, ge=0)
+    hard_label_weight: float = Field(0.0, ge=0)
+    # "uniform": hidden_mse on a uniform layer map; "none": logits only; or a list of matches.
+    matches: Literal["uniform", "none"] | list[HiddenMatch] = "uniform"
+    match_weight: float = Field(1.0, ge=0, description="weight of each uniform match")
+    cache_teacher_logits: bool = True
+
+
+def uniform_layer_map(teacher_layers: int, student_layers: int) -> list[tuple[int, int]]:
+    """(teacher, student) hidden-state pairs, embeddings included: 24 -> 12 gives (0,0),(2,1),...
+    (24,12)."""
+    return [(round(i * teacher_layers / student_layers), i) for i in range(student_layers + 1)]
+
+
+def textbrewer_matches(cfg: KDConfig, teacher_cfg, student_cfg) -> list[dict]:
+    if cfg.matches == "none":
+        return []
+    if cfg.matches == "uniform":
+        pairs = uniform_layer_map(teacher_cfg.num_hidden_layers, student_cfg.num_hidden_layers)
+        chosen = [HiddenMatch(layer_T=t, layer_S=s, weight=cfg.match_weight) for t, s in pairs]
+    else:
+        chosen = cfg.matches
+    width_T, width_S = teacher_cfg.hidden_size, student_cfg.hidden_size
+    out = []
+    for m in chosen:
+        if m.layer_T > teacher_cfg.num_hidden_layers or m.layer_S > student_cfg.num_hidden_layers:
+            raise ValueError(
+                f"match {m.layer_T}->{m.layer_S} is outside the models' depths "
+                f"({teacher_cfg.num_hidden_layers}, {student_cfg.num_hidden_layers})"
+            )
+        match = {
+            "layer_T": m.layer_T,
+            "layer_S": m.layer_S,
+            "feature": "hidden",
+            "loss": m.loss,
+            "weight": m.weight,
+        }
+        if width_S != width_T:
+            match["proj"] = ["linear", width_S, width_T, {}]
+        out.append(match)
+    return out
+
+
+def make_adaptor(task_type: str):
+    """TextBrewer adaptor: logits, hidden states, masks; NER masks padding and special tokens."""
+
+    def adaptor(batch, outputs):
+        out = {"logits": [outputs.logits], "inputs_mask": batch["attention_mask"]}
+        if outputs.hidden_states is not None:
+            out["hidden"] = list(outputs.hidden_states)
+        if task_type == "ner":
+            out["logits_mask"] = [batch["labels"] != IGNORE]
+        if getattr(outputs, "loss", None) is not None:
+            out["losses"] = [outputs.loss]
+        return out
+
+    return adaptor
+
+
+def _local_rank() -> int:
+    """TextBrewer's DDP switch: the torchrun rank once a process group is up, else -1."""
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    return int(os.environ.get("LOCAL_RANK", 0)) if distributed else -1
+
+
+def build_distiller(cfg: KDConfig, teacher, student, task_type: str, out_dir: Path):
+    """A TextBrewer distiller: BasicDistiller with a logits cache when only logits are matched
+    and caching is on, else GeneralDistiller with the intermediate matches. TensorBoard logs go
+    to ``out_dir/logs``."""
+    from textbrewer import BasicDistiller, DistillationConfig, GeneralDistiller, TrainingConfig
+
+    matches = textbrewer_matches(cfg, teacher.config, student.config)
+    cache = cfg.cache_teacher_logits and not matches
+    for model in (teacher, student):
+        model.config.output_hidden_states = bool(matches)
+    train_cfg = TrainingConfig(
+        log_dir=str(out_dir / "logs"),
+        output_dir=str(out_dir / "checkpoints"),  # TextBrewer creates it; the loop saves none
+        device=device(),
+        local_rank=_local_rank(),
+    )
+    distill_cfg = DistillationConfig(
+        temperature=cfg.temperature,
+        kd_loss_type=cfg.kd_loss_type,
+        kd_loss_weight=cfg.kd_loss_weight,
+        hard_label_weight=cfg.hard_label_weight,
+        intermediate_matches=matches,
+        is_caching_logits=cache,
+    )
+    adaptor = make_adaptor(task_type)
+    cls = BasicDistiller if cache else GeneralDistiller
+    return cls(train_cfg, distill_cfg, teacher, student, adaptor, adaptor), matches, cache
+
+
+def cached_batches(distiller, source: BatchSource, seed: int) -> BatchSource:
+    """One teacher pass over epoch 1's batches, kept with their logits; later epochs replay
+    them in a new seeded order (TextBrewer's logits cache)."""
+    for batch in tqdm(source.batches(1), total=source.per_epoch, desc="teacher logits"):
+        distiller.cache_logits(batch, {}, None)
+    cache, rng = distiller.logits_cache, random.Random(seed)
+
+    def batches(epoch: int):
+        rng.shuffle(cache)
+        yield from list(cache)
+
+    return BatchSource(batches, len(cache))
+
+
+def distil(cfg: KDConfig, teacher, student, task, enc: dict, seed: int, desc: str, out_dir: Path):
+    """Train ``student`` from ``teacher`` on the encoded train split with the shared loop; the
+    best dev weights stay in ``student``. TensorBoard logs go to ``out_dir/logs``."""
+    torch.manual_seed(seed)
+    teacher.to(device())
+    student.to(device())
+    distiller, matches, cached = build_distiller(cfg, teacher, student, task.type, out_dir)
+    source = shuffled_batches(enc["train"], cfg.batch_size, seed)
+    written = 0
+
+    def loss_fn(batch) -> torch.Tensor:
+        nonlocal written
+        loss, parts = distiller.train_on_batch(batch, {})
+        distiller.write_loss(loss, written, parts)
+        written += 1
+        return loss
+
+    def prepare(optimizer):  # TextBrewer adds its projections' parameters to the optimizer
+        return distiller.initialize_training(optimizer, None, None, None)[0]
+
+    cache_seconds = 0.0
+    with distiller:
+        if cached:
+            started = time.perf_counter()
+            source = cached_batches(distiller, source, seed)
+            cache_seconds = round(time.perf_counter() - started, 2)
+        result = train(
+            student,
+            loss_fn,
+            source,
+            cfg,
+            dev_check(student, task, enc, cfg.eval_batch_size),
+            desc=desc,
+            metric=task.metric,
+            prepare=prepare,
+        )
+    if hasattr(distiller.tb_writer, "close"):
+        distiller.tb_writer.close()
+    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    for model in (teacher, student):
+        model.config.output_hidden_states = False
+    return {
+        **result,
+        "matches": matches,
+        "teacher_logits_cached": cached,
+        "teacher_cache_seconds": cache_seconds,
+    }

@@ -1,0 +1,188 @@
+"""The one training loop, shared by fine-tuning, no-KD baselines, recovery and distillation.
+
+What differs between them is only the loss of a batch (hard labels, or TextBrewer's distillation
+loss) and where the batches come from. Step counting, the optimiser and schedule, the dev checks
+(at the end of every epoch and at the last step) and keeping the best weights are done here once,
+so that a KD student and its no-KD twin take exactly the same optimizer steps.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+Batch = dict[str, torch.Tensor]
+
+
+class TrainConfig(BaseModel):
+    """Optimiser and schedule: AdamW with linear warm-up and decay."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: float = Field(3.0, gt=0, description="passes over the train split; may be fractional")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many steps")
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    eval_batch_size: int = Field(64, ge=1)
+
+    def train_options(self) -> dict:
+        """These options alone, to build another ``TrainConfig`` with the same schedule."""
+        return {k: getattr(self, k) for k in TrainConfig.model_fields}
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def total_steps(cfg: TrainConfig, batches_per_epoch: int) -> int:
+    """Optimizer steps of a run: ``max_steps``, else ``ceil(epochs x batches per epoch)``."""
+    return cfg.max_steps or max(1, math.ceil(cfg.epochs * batches_per_epoch))
+
+
+def param_groups(model, weight_decay: float) -> list[dict]:
+    """Weight decay on weights, none on biases and LayerNorm."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return [
+        {"params": [p for n, p in named if not _no_decay(n)], "weight_decay": weight_decay},
+        {"params": [p for n, p in named if _no_decay(n)], "weight_decay": 0.0},
+    ]
+
+
+def _no_decay(name: str) -> bool:
+    return name.endswith("bias") or "LayerNorm" in name
+
+
+@dataclass
+class BatchSource:
+    """The batches of each epoch: ``batches(epoch)`` for epoch 1, 2, ...; ``per_epoch`` of them."""
+
+    batches: Callable[[int], Iterable]
+    per_epoch: int
+
+
+class KeepBest:
+    """The best dev score seen so far and a copy of the weights that reached it."""
+
+    def __init__(self) -> None:
+        self.score, self.step, self.epoch, self.state = -1.0, 0, 0, None
+        self.history: list[dict] = []
+
+    def offer(self, model, score: float, step: int, epoch: int, seconds: float) -> None:
+        self.history.append({"epoch": epoch, "step": step, "dev": score, "seconds": seconds})
+        if score > self.score:
+            self.score, self.step, self.epoch = score, step, epoch
+            self.state = copy.deepcopy(model.state_dict())
+
+    def restore(self, model) -> None:
+        if self.state is not None:
+            model.load_state_dict(self.state)
+
+
+def train(
+    model,
+    loss_fn: Callable[[object], torch.Tensor],
+    source: BatchSource,
+    cfg: TrainConfig,
+    evaluate: Callable[[], float],
+    *,
+    desc: str,
+    metric: str = "dev",
+    prepare: Callable[[torch.optim.Optimizer], torch.optim.Optimizer] | None = None,
+) -> dict:
+    """Train ``model`` on ``loss_fn(batch)``; check dev at each epoch end and at the last step,
+    and leave the best weights in ``model``.
+
+    ``prepare(optimizer)`` may add parameter groups (e.g. TextBrewer's projections) before the
+    schedule is built.
+    """
+    from transformers import get_linear_schedule_with_warmup
+
+    steps = total_steps(cfg, source.per_epoch)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    if prepare is not None:
+        optimizer = prepare(optimizer)
+    schedule = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * steps), steps)
+    best = KeepBest()
+    step, epoch = 0, 0
+    spent = 0.0  # training seconds, dev checks excluded
+    model.train()
+    with tqdm(total=steps, desc=desc, unit="step") as bar:
+        while step < steps:
+            epoch += 1
+            started = time.perf_counter()
+            for batch in source.batches(epoch):
+                loss = loss_fn(batch)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                bar.update(1)
+                bar.set_postfix(epoch=epoch, loss=f"{loss.item():.4f}")
+                if step >= steps:
+                    break
+            spent += time.perf_counter() - started
+            score = evaluate()
+            model.train()
+            best.offer(model, score, step, epoch, round(spent, 2))
+            log.info("%s: epoch %d step %d dev %s %.4f", desc, epoch, step, metric, score)
+    best.restore(model)
+    return {
+        "best_dev": best.score,
+        "best_epoch": best.epoch,
+        "best_step": best.step,
+        "steps": step,
+        "history": best.history,
+    }
+
+
+def shuffled_batches(enc, batch_size: int, seed: int) -> BatchSource:
+    """Length-bucketed batches of ``enc``, reshuffled with ``seed + epoch`` at every epoch."""
+    from compress.data import batch_indices, collate
+
+    def batches(epoch: int):
+        for idx in batch_indices(enc, batch_size, shuffle=True, seed=seed + epoch):
+            yield collate(enc, idx)
+
+    return BatchSource(batches, len(batch_indices(enc, batch_size, shuffle=True, seed=seed)))
+
+
+def dev_check(model, task, enc, batch_size: int) -> Callable[[], float]:
+    """The task metric of ``model`` on the dev split, as a ``train`` evaluation callback."""
+    from compress.scoring import evaluate_torch
+
+    return lambda: evaluate_torch(model, task, task.splits["dev"], enc["dev"], batch_size)
+
+
+def fit(model, task, enc: dict, cfg: TrainConfig, seed: int, desc: str = "train") -> dict:
+    """Train on the task's hard labels (fine-tuning, no-KD baselines, recovery)."""
+    torch.manual_seed(seed)
+    dev = device()
+    model.to(dev)
+
+    def loss_fn(batch: Batch) -> torch.Tensor:
+        return model(**{k: v.to(dev) for k, v in batch.items()}).loss
+
+    return train(
+        model,
+        loss_fn,
+        shuffled_batches(enc["train"], cfg.batch_size, seed),
+        cfg,
+        dev_check(model, task, enc, cfg.eval_batch_size),
+        desc=desc,
+        metric=task.metric,
+    )

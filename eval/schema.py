@@ -1,0 +1,80 @@
+"""Typed records of the evaluator: one metric row per (variant, device, precision), the metrics
+file, and report.json (the metrics plus recommendations and published scores)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Latency(BaseModel):
+    """Milliseconds per batch over the interleaved repeats."""
+
+    p50: float
+    p90: float
+    mean: float
+    throughput: float  # examples per second at p50
+
+
+class MetricRow(BaseModel):
+    """One variant measured on one device at one precision."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    variant: str  # the step name, or "step (label)" for an extra variant of a step
+    step: str  # the step that wrote it
+    stage: str
+    runtime: str  # pytorch | onnxruntime | bitsandbytes
+    device: str  # cpu | cuda
+    precision: str  # fp32 | fp16 | bf16 | int8 | nf4 | fp4
+    params: int
+    size_mb: float
+    score: float  # the task metric as a fraction
+    seq_len: int
+    path: str
+    memory_mb: float | None = None
+    latency_ms: dict[str, Latency] = Field(default_factory=dict)  # "b1" -> latency
+    speedup: dict[str, float] = Field(default_factory=dict)  # over the reference, same device
+
+
+class Metrics(BaseModel):
+    """``eval/metrics.json``: what the evaluator measured."""
+
+    recipe: str
+    task: str
+    metric: str
+    split: str
+    examples: int
+    reference: str  # the variant every row is compared with
+    steps: list[str]  # the finished steps in scope, rows or not (an fp16 model has no CPU row)
+    hardware: dict[str, Any]
+    versions: dict[str, str]
+    rows: list[MetricRow]
+
+    def reference_row(self, device: str | None = None) -> MetricRow | None:
+        """The reference variant's first row (on ``device`` when given), if measured."""
+        return next(
+            (r for r in self.rows if r.variant == self.reference and device in (None, r.device)),
+            None,
+        )
+
+    @classmethod
+    def read(cls, path: Path) -> Metrics:
+        return cls.model_validate(json.loads(path.read_text(encoding="utf-8")))
+
+
+class PublishedRow(BaseModel):
+    model: str
+    task: str
+    score: str  # as printed by its source
+    source: str
+
+
+class Report(Metrics):
+    """``report.json``: the metrics, the picks made from them, and published scores."""
+
+    recommended: dict[str, MetricRow | None]
+    published: list[PublishedRow]
