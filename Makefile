@@ -32,7 +32,7 @@ $(VENV)/.installed-tf: $(STAMP)
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m compress run $(recipe) --out $(OUT) $(ARGS)
+	$(BIN)/lert-compress run $(recipe) --out $(OUT) $(ARGS)
 
 test: $(VENV)/.installed-tf
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
@@ -49,7 +49,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix compress eval tests benchmarks
 
 report: $(STAMP)
-	$(BIN)/python -m compress report $(OUT)/$(recipe)
+	$(BIN)/lert-compress report $(OUT)/$(recipe)
 
 gpu-check: $(STAMP)
 	bash scripts/gpu_check.sh

@@ -1,4 +1,5 @@
-"""python -m compress run RECIPE [a.b=c ...] | report ARTIFACTS_DIR | tasks | stages"""
+"""lert-compress (or python -m compress): run RECIPE [a.b=c ...] | eval ... | report DIR | tasks |
+stages [NAME] | convert-tf CKPT_DIR OUT_DIR"""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from pathlib import Path
 from compress.cli import main_guard, setup_logging
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m compress", description=__doc__)
+def _parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a recipe, evaluate and report")
@@ -29,19 +30,43 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="save non-BERT variables (linguistic heads) to extra_heads.safetensors",
     )
-    sub.add_parser("stages", help="list the registered stages")
+    stages = sub.add_parser("stages", help="list the stages, or one stage's options")
+    stages.add_argument("name", nargs="?", help="a stage name: print its options")
+    sub.add_parser("eval", help="re-evaluate a run, or one model: eval --help", add_help=False)
     return parser
 
 
+# the recipes shipped with an installed package, or those of a source checkout
+RECIPE_DIRS = (
+    Path(__file__).resolve().parent / "recipes",
+    Path(__file__).resolve().parents[1] / "recipes",
+)
+
+
 def recipe_path(name: str) -> Path:
+    """A recipe file, or the recipe of that name shipped with the package."""
+    from compress.errors import RecipeError
+    from compress.validation import suggest
+
     path = Path(name)
     if path.exists() or path.suffix in (".yaml", ".yml"):
         return path
-    return Path(__file__).resolve().parent.parent / "recipes" / f"{name}.yaml"
+    folder = next((d for d in RECIPE_DIRS if d.is_dir()), None)
+    known = sorted(p.stem for p in folder.glob("*.yaml")) if folder else []
+    if name not in known:
+        hint = suggest(name, known)
+        raise RecipeError(f"no recipe named {name!r}{hint} (give a recipe name or a file path)")
+    assert folder is not None
+    return folder / f"{name}.yaml"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
+def main(argv: list[str] | None = None, prog: str = "lert-compress") -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["eval"]:
+        from eval.__main__ import main as eval_main
+
+        return eval_main(argv[1:], prog=f"{prog} eval")
+    parser = _parser(prog)
     args, extra = parser.parse_known_args(argv)
     stray = [x for x in extra if x.startswith("-") or "=" not in x or args.command != "run"]
     if stray:
@@ -80,15 +105,33 @@ def main(argv: list[str] | None = None) -> int:
                 f"{' (kept in extra_heads.safetensors)' if report['extra_heads_kept'] else ''}"
             )
         elif args.command == "stages":
-            from compress.registry import load_stages
-
-            for name, st in sorted(load_stages().items()):
-                doc = (st.config.__doc__ or "").strip().splitlines()
-                print(f"{name:12s} {doc[0] if doc else ''}")
+            print_stages(args.name)
         return 0
 
     return main_guard(dispatch)
 
 
+def print_stages(name: str | None) -> None:
+    """Every stage with its summary, or one stage's options from its config schema."""
+    from compress.cli import options_text
+    from compress.errors import RecipeError
+    from compress.stages import CATALOGUE
+    from compress.validation import suggest
+
+    if name is None:
+        for stage_name, st in CATALOGUE.items():
+            print(f"{stage_name:10s} {st.summary}")
+        print("\nOptions of one stage: stages NAME")
+        return
+    if name not in CATALOGUE:
+        raise RecipeError(f"unknown stage {name!r}{suggest(name, list(CATALOGUE))}")
+    st = CATALOGUE[name]
+    print(f"{name}: {st.summary}\n")
+    for label, config in st.variants.items() or [(None, st.config)]:
+        if label is not None:
+            print(f"{st.discriminator}: {label} - {(config.__doc__ or '').strip().splitlines()[0]}")
+        print("\n".join(options_text(config)) + "\n")
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python -m compress"))

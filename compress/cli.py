@@ -5,7 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import types
+import typing
 from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel
 
 from compress.errors import CompressError
 
@@ -39,3 +44,39 @@ def main_guard(fn: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished steps are kept; run again to resume", file=sys.stderr)
         return 130
+
+
+def type_name(annotation: Any) -> str:
+    """A readable type: ``int``, ``'dynamic' | 'static'``, ``list[int]``, ``float (optional)``."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        parts = [type_name(a) for a in args if a is not type(None)]
+        optional = len(parts) < len(args)
+        return " | ".join(parts) + (" (optional)" if optional else "")
+    if origin is not None:
+        return (
+            f"{getattr(origin, '__name__', str(origin))}[{', '.join(type_name(a) for a in args)}]"
+        )
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def options_text(model: type[BaseModel], indent: str = "  ") -> list[str]:
+    """One line per option (type, default, description), nested option groups indented."""
+    lines = []
+    for name, field in model.model_fields.items():
+        default = "required" if field.is_required() else f"default {field.get_default()!r}"
+        text = f"{indent}{name}: {type_name(field.annotation)}, {default}"
+        if field.description:
+            text += f" - {field.description}"
+        lines.append(text)
+        for nested in _nested_models(field.annotation):
+            lines += options_text(nested, indent + "    ")
+    return lines
+
+
+def _nested_models(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for a in typing.get_args(annotation) for m in _nested_models(a)]

@@ -15,6 +15,18 @@ from compress.data import batch_indices, collate, encode
 
 log = logging.getLogger(__name__)
 
+TEXTPRUNER_MISSING = (
+    "textpruner is not installed: run `pip install --no-deps textpruner==1.1.post2` "
+    "(without --no-deps its setup.py asks for numpy<1.22, which cannot build on Python 3.10+; "
+    "lert-compress already installs what it really needs)"
+)
+
+
+def textpruner_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("textpruner") is not None
+
 
 def unk_rate(tokenizer, texts: list[str]) -> float:
     """Share of (non-special) tokens of ``texts`` that are ``[UNK]``."""

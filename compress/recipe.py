@@ -196,6 +196,10 @@ def parse_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
     except ValidationError as exc:
         # step problems were listed above; do not repeat them as "steps: too short"
         problems += [p for p in describe(exc, Recipe, ()) if not p.startswith("steps:")]
+    if recipe is not None:
+        from compress.tasks import check_task_config
+
+        problems += check_task_config(recipe.task)
     if recipe is not None and not problems:
         problems += _check_steps(recipe)
     if recipe is not None and not problems:

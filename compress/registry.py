@@ -121,7 +121,7 @@ class Stage:
     @property
     def summary(self) -> str:
         doc = (self.config.__doc__ or "").strip().splitlines()
-        return doc[0] if doc else ""
+        return doc[0].replace("``", "`") if doc else ""
 
     def config_for(self, options: Mapping[str, Any]) -> type[StageConfig]:
         """The config model for these raw options (the variant their discriminator names)."""

@@ -11,8 +11,8 @@ import yaml
 from compress.cli import main_guard, setup_logging
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eval", description=__doc__)
+def main(argv: list[str] | None = None, prog: str = "python -m eval") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("artifacts", type=Path, nargs="?", help="a run's artifacts directory")
     parser.add_argument("--model", type=Path, help="an HF model directory or ONNX file")
     parser.add_argument("--task", help="registered task name for --model")

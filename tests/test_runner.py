@@ -10,8 +10,8 @@ from compress.errors import LockError
 from compress.lock import artifacts_lock
 from compress.recipe import parse_recipe
 from compress.registry import Stage
-from compress.stages import CATALOGUE
 from compress.runner import run_recipe
+from compress.stages import CATALOGUE
 from tests.conftest import TINY_SHAPE, tiny_recipe
 
 

@@ -14,10 +14,12 @@ from compress.data import encode_splits
 from compress.errors import RecipeError
 from compress.models import count_parameters, load_model, load_tokenizer, save_model
 from compress.pruning import (
+    TEXTPRUNER_MISSING,
     importance_batches,
     prune_transformer,
     prune_vocabulary,
     select_vocabulary,
+    textpruner_installed,
     unk_rate,
 )
 from compress.registry import StageConfig, StageContext, StageResult, stage
@@ -68,7 +70,7 @@ class PruneConfig(StageConfig):
     def check(self, configs) -> list[str]:
         if self.vocabulary is None and self.transformer is None:
             return ["prune: give vocabulary:, transformer: or both"]
-        return []
+        return [] if textpruner_installed() else [TEXTPRUNER_MISSING]
 
     def check_arch(self, in_arch: Arch) -> list[str]:
         return target_problems(self.transformer, in_arch) if self.transformer else []

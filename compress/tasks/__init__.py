@@ -56,11 +56,19 @@ class TaskData:
 Loader = Callable[[TaskConfig], TaskData]
 
 
+# Where a task's data can come from; each source has its own options in the task: block.
+SOURCE_OPTIONS = {
+    "local": ("train", "dev", "test", "columns"),
+    "hub": ("dataset", "subset", "split_names"),
+}
+
+
 @dataclass(frozen=True)
 class TaskEntry:
     loader: Loader
     description: str
     type: str  # classification | ner | qa (qa: registered, not supported yet)
+    sources: frozenset[str] = frozenset({"local", "hub"})  # "embedded": ships with a package
 
     @property
     def metric(self) -> str:
@@ -70,12 +78,47 @@ class TaskEntry:
 TASKS: dict[str, TaskEntry] = {}
 
 
-def register_task(name: str, description: str, type: str = "any"):
+def register_task(
+    name: str, description: str, type: str = "any", sources: tuple[str, ...] = ("local", "hub")
+):
     def add(fn: Loader) -> Loader:
-        TASKS[name] = TaskEntry(fn, description, type)
+        TASKS[name] = TaskEntry(fn, description, type, frozenset(sources))
         return fn
 
     return add
+
+
+def check_task_config(cfg: TaskConfig) -> list[str]:
+    """Options that do not fit the task's data source, found before any work."""
+    from compress.validation import suggest
+
+    registered_tasks()
+    entry = TASKS.get(cfg.name)
+    if entry is None:
+        hint = suggest(cfg.name, list(TASKS))
+        return [f"task.name: unknown task {cfg.name!r}{hint} (python -m compress tasks lists them)"]
+    given = {
+        source: [k for k in keys if getattr(cfg, k) not in (None, {}, [])]
+        for source, keys in SOURCE_OPTIONS.items()
+    }
+    problems = [
+        f"task.{keys[0]}: a {source} option, but task {cfg.name!r} reads "
+        f"{' or '.join(sorted(entry.sources))} data"
+        for source, keys in given.items()
+        if keys and source not in entry.sources
+    ]
+    if given["local"] and given["hub"]:
+        problems.append(
+            f"task: both local files ({', '.join(given['local'])}) and hub options "
+            f"({', '.join(given['hub'])}) given; keep one source"
+        )
+    if cfg.train is None and (given["local"] or entry.sources == {"local"}):
+        problems.append("task.train: local data needs at least a train file")
+    if entry.sources == {"hub"} and not cfg.dataset:
+        problems.append("task.dataset: a hub task needs a datasets id")
+    if entry.type == "any" and cfg.type is None:
+        problems.append(f"task.type: set classification or ner for task {cfg.name!r}")
+    return problems
 
 
 def registered_tasks() -> dict[str, TaskEntry]:
@@ -86,14 +129,9 @@ def registered_tasks() -> dict[str, TaskEntry]:
 
 def load_task(cfg: TaskConfig) -> TaskData:
     """Load, check and trim a task's splits, logging their sizes."""
-    registered_tasks()
-    if cfg.name not in TASKS:
-        from compress.validation import suggest
-
-        raise RecipeError(
-            f"task.name: unknown task {cfg.name!r}{suggest(cfg.name, list(TASKS))}"
-            " (python -m compress tasks lists them)"
-        )
+    problems = check_task_config(cfg)
+    if problems:
+        raise RecipeError("; ".join(problems))
     data = TASKS[cfg.name].loader(cfg)
     for split in SPLITS:
         if not data.splits.get(split):

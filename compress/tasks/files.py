@@ -8,7 +8,7 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-from compress.errors import DataError, RecipeError
+from compress.errors import DataError
 from compress.tasks import Example, TaskData, bio_labels, check_bio, register_task, seeded_split
 from compress.tasks.config import TaskConfig
 
@@ -153,12 +153,13 @@ def check_labels(data: TaskData, bad: BadRows, files: dict[str, Path]) -> None:
         data.splits[split] = kept
 
 
-@register_task("local", "your own files: task.train/dev/test (csv, tsv, jsonl; conll for ner)")
+@register_task(
+    "local",
+    "your own files: task.train/dev/test (csv, tsv, jsonl; conll for ner)",
+    sources=("local",),
+)
 def local_files(cfg: TaskConfig) -> TaskData:
-    if cfg.type is None:
-        raise RecipeError("task.type: set classification or ner for local files")
-    if cfg.train is None:
-        raise RecipeError("task.train: a local task needs at least a train file")
+    assert cfg.type is not None and cfg.train is not None  # check_task_config
     bad = BadRows(cfg.on_bad_rows == "skip")
     paths = {s: p for s, p in (("train", cfg.train), ("dev", cfg.dev), ("test", cfg.test)) if p}
     splits = {split: _read_split(path, split, cfg, bad) for split, path in paths.items()}

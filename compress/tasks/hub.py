@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from compress.errors import DataError, RecipeError
+from compress.errors import DataError
 from compress.tasks import Example, TaskData, check_bio, register_task
 from compress.tasks.config import TaskConfig
 from compress.tasks.files import BadRows, check_labels, derive_labels
@@ -71,10 +71,10 @@ def _label_names(dataset, column: str) -> list[str] | None:
     return list(getattr(feature, "names", []) or []) or None
 
 
-@register_task("hub", "any datasets id: task.dataset (+ subset, columns, split_names)")
+@register_task(
+    "hub", "any datasets id: task.dataset (+ subset, columns, split_names)", sources=("hub",)
+)
 def hub_task(cfg: TaskConfig) -> TaskData:
-    if not cfg.dataset or cfg.type is None:
-        raise RecipeError("task.dataset and task.type are required for a hub task")
     loaded = load_hub_splits(cfg)
     bad = BadRows(cfg.on_bad_rows == "skip")
     column = cfg.tags_column if cfg.type == "ner" else cfg.label_column

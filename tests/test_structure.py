@@ -1,0 +1,73 @@
+"""The layering the design promises, read from the source: registry <- stages <- recipe <-
+runner, core never imports the evaluator, and the evaluator never imports stages or the runner."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# the only places that may call the evaluator: the runner and the command line
+EVAL_CALLERS = {"compress/runner.py", "compress/__main__.py"}
+
+
+def imports(path: Path, *, typing_only: bool = False) -> set[str]:
+    """Modules ``path`` imports (at run time; ``typing_only`` adds TYPE_CHECKING imports)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    hidden: set[int] = set()
+    if not typing_only:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                hidden |= {id(n) for n in ast.walk(node)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in hidden:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def modules(folder: str) -> list[Path]:
+    return sorted((ROOT / folder).rglob("*.py"))
+
+
+def rel(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+@pytest.mark.parametrize("path", modules("compress"), ids=rel)
+def test_core_and_stages_never_import_the_evaluator(path):
+    if rel(path) in EVAL_CALLERS:
+        return
+    bad = {m for m in imports(path) if m == "eval" or m.startswith("eval.")}
+    assert not bad, f"{rel(path)} imports the evaluator: {bad}"
+
+
+def test_registry_is_a_leaf():
+    own = {m for m in imports(ROOT / "compress/registry.py") if m.startswith("compress")}
+    assert own == set()
+
+
+@pytest.mark.parametrize("path", modules("compress/stages"), ids=rel)
+def test_stages_do_not_import_recipe_or_runner(path):
+    bad = {m for m in imports(path) if m in ("compress.recipe", "compress.runner")}
+    assert not bad, f"{rel(path)} imports {bad}"
+
+
+def test_recipe_does_not_import_the_runner():
+    assert "compress.runner" not in imports(ROOT / "compress/recipe.py")
+
+
+@pytest.mark.parametrize("path", modules("eval"), ids=rel)
+def test_evaluator_uses_core_only(path):
+    bad = {
+        m
+        for m in imports(path)
+        if m.startswith(("compress.stages", "compress.runner", "compress.distillation"))
+    }
+    assert not bad, f"{rel(path)} imports {bad}"
