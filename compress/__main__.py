@@ -36,16 +36,10 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     return parser
 
 
-# the recipes shipped with an installed package, or those of a source checkout
-RECIPE_DIRS = (
-    Path(__file__).resolve().parent / "recipes",
-    Path(__file__).resolve().parents[1] / "recipes",
-)
-
-
 def recipe_path(name: str) -> Path:
     """A recipe file, or the recipe of that name shipped with the package."""
     from compress.errors import RecipeError
+    from compress.recipe import RECIPE_DIRS
     from compress.validation import suggest
 
     path = Path(name)
@@ -84,9 +78,11 @@ def main(argv: list[str] | None = None, prog: str = "lert-compress") -> int:
             root = run_recipe(recipe, args.out, evaluate=not args.no_eval)
             print(f"done: {root}" + ("" if args.no_eval else f" (report: {root / 'report.md'})"))
         elif args.command == "report":
+            from compress.lock import artifacts_lock
             from eval.report import render_report
 
-            render_report(args.artifacts)
+            with artifacts_lock(args.artifacts):
+                render_report(args.artifacts)
             print(f"report: {args.artifacts / 'report.md'}")
         elif args.command == "tasks":
             from compress.tasks import registered_tasks

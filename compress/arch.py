@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from compress.errors import RecipeError
 from compress.models import NAMED_SHAPES, ModelSource, ShapeSpec
 
 HUB_SHAPES = {f"hfl/chinese-{name}": name for name in NAMED_SHAPES}
@@ -47,15 +48,28 @@ def arch_of_source(source: ModelSource | str | None) -> Arch | None:
     assert src.source is not None
     config = Path(src.source).expanduser() / "config.json"
     if config.is_file():
-        data = json.loads(config.read_text())
-        return Arch(
-            data["num_hidden_layers"],
-            data["hidden_size"],
-            data["num_attention_heads"],
-            data["intermediate_size"],
-        )
+        return arch_of_config_file(config)
     name = HUB_SHAPES.get(src.source)
     return arch_of_spec(NAMED_SHAPES[name]) if name else None
+
+
+BERT_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
+
+
+def arch_of_config_file(config: Path) -> Arch:
+    """The architecture in a model directory's config.json; a clear error if it is not BERT's."""
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RecipeError(f"{config}: not a readable JSON model config ({exc})") from exc
+    missing = [k for k in BERT_KEYS if not isinstance(data, dict) or k not in data]
+    if missing:
+        kind = data.get("model_type", "unknown") if isinstance(data, dict) else "unknown"
+        raise RecipeError(
+            f"{config}: not a BERT config (model_type {kind!r}; missing {', '.join(missing)}); "
+            "lert-compress works on BERT-architecture models such as LERT"
+        )
+    return Arch(*(int(data[k]) for k in BERT_KEYS))
 
 
 def plan_archs(recipe) -> tuple[dict[str, Arch | None], list[str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -44,6 +45,17 @@ def main_guard(fn: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished steps are kept; run again to resume", file=sys.stderr)
         return 130
+    except OSError as exc:  # a full disk, a read-only directory, a file that went away
+        where = exc.filename or "a file"
+        fix = {
+            errno.ENOSPC: "free some space or use --out on another disk",
+            errno.EACCES: "make it writable or use --out for another artifacts root",
+            errno.EROFS: "use --out for an artifacts root on a writable file system",
+            errno.EDQUOT: "free some space or use --out on another disk",
+        }.get(exc.errno or 0, "check the path and its permissions")
+        print(f"error: {where}: {exc.strerror or exc}; {fix}", file=sys.stderr)
+        print("finished steps are kept; run again to resume", file=sys.stderr)
+        return 1
 
 
 def type_name(annotation: Any) -> str:

@@ -56,6 +56,8 @@ class StepEntry(BaseModel):
     kind: str | None = None  # torch | onnx | bnb
     sources: list[str] = Field(default_factory=list)  # hub ids / directories the step loaded
     extra_variants: dict[str, str] = Field(default_factory=dict)  # label -> relative path
+    digest: str | None = None  # SHA-256 of the step directory's files when it finished
+    input_digest: str | None = None  # the input step's digest when this step read it
     seconds: float | None = None
     versions: dict[str, str] = Field(default_factory=dict)
     details: dict[str, Any] = Field(default_factory=dict)

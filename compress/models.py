@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import os
+import socket
 import unicodedata
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -91,29 +94,84 @@ def model_class(task_type: str):
     )
 
 
-def _is_local(source: str) -> bool:
-    return Path(source).expanduser().is_dir() or source.startswith((".", "/", "~"))
+def looks_local(source: str) -> bool:
+    """Whether ``source`` names a local directory rather than a hub id: it exists, starts like a
+    path, or its first part is a local folder (``models/lert`` when ./models exists)."""
+    path = Path(source).expanduser()
+    first = Path(source.split("/")[0]).expanduser()
+    return (
+        path.exists()
+        or source.startswith((".", "/", "~"))
+        or source.count("/") > 1
+        or (first.is_dir() and "/" in source)
+    )
 
 
-def source_error(source: str, exc: Exception) -> ModelSourceError:
+@functools.cache
+def hub_unreachable() -> str | None:
+    """Why the hub cannot be reached (None when it can, or when offline mode is already on).
+
+    Asked once per process, with a 3-second connection attempt, so that an unreachable hub
+    means one clear error at once instead of a minute of retries per file.
+    """
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return None
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname or "", port), timeout=3).close()
+    except OSError as exc:
+        log.warning("the hub %s cannot be reached (%s): local cache only", endpoint.netloc, exc)
+        return f"{endpoint.netloc} cannot be reached: {exc}"
+    return None
+
+
+def hub_kwargs() -> dict[str, Any]:
+    """``from_pretrained`` options: the local cache only when the hub cannot be reached."""
+    return {"local_files_only": True} if hub_unreachable() else {}
+
+
+def load_errors() -> tuple[type[BaseException], ...]:
+    """What a broken or missing model raises while loading (truncated weights included)."""
+    from safetensors import SafetensorError
+
+    return (OSError, ValueError, SafetensorError)
+
+
+def source_error(source: str, exc: BaseException) -> ModelSourceError:
     """The message for a model that could not be loaded, with the ways around it."""
-    if _is_local(source):
+    if looks_local(source):
+        path = Path(source).expanduser()
+        if not path.exists():
+            return ModelSourceError(f"local model directory {source!r} does not exist")
         return ModelSourceError(
-            f"could not load model from local directory {source!r}: {exc}. It must be a Hugging "
-            "Face model directory (config.json, model weights, vocab.txt); for LERT's TensorFlow "
-            "release run `python -m compress convert-tf CKPT_DIR OUT_DIR` first."
+            f"could not load the model in {source!r}: {type(exc).__name__}: {_first_line(exc)}. "
+            "It must be a Hugging Face model directory (config.json, safetensors or bin "
+            "weights, vocab.txt) with intact files; for LERT's TensorFlow release run "
+            "`lert-compress convert-tf CKPT_DIR OUT_DIR` first."
         )
     endpoint = os.environ.get("HF_ENDPOINT", "the default hub")
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    unreachable = hub_unreachable()
+    if unreachable:
+        exc = ConnectionError(f"{unreachable}, and it is not in the local cache")
+    cache_hint = (
+        "  - HF_HUB_OFFLINE=1 is set: only models already in the local cache load; unset it "
+        "where the hub is reachable"
+        if offline
+        else "  - with the model already in the local cache, set HF_HUB_OFFLINE=1"
+    )
     return ModelSourceError(
         f"could not load {source!r} from the Hugging Face hub ({endpoint}"
-        f"{', HF_HUB_OFFLINE=1' if offline else ''}): {type(exc).__name__}: "
-        f"{str(exc).splitlines()[0] if str(exc) else ''}\n"
+        f"{', HF_HUB_OFFLINE=1' if offline else ''}): {type(exc).__name__}: {_first_line(exc)}\n"
         "Ways around it:\n"
         "  - download it where the hub is reachable and point the recipe at the directory\n"
-        "  - set HF_ENDPOINT to a hub mirror you can reach\n"
-        "  - with the model already in the local cache, set HF_HUB_OFFLINE=1"
+        "  - set HF_ENDPOINT to a hub mirror you can reach\n" + cache_hint
     )
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else ""
 
 
 def load_tokenizer(source: str | Path, revision: str | None = None):
@@ -121,8 +179,9 @@ def load_tokenizer(source: str | Path, revision: str | None = None):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(source, revision=revision)
-    except (OSError, ValueError) as exc:
+        kwargs = {} if looks_local(str(source)) else hub_kwargs()
+        return AutoTokenizer.from_pretrained(source, revision=revision, **kwargs)
+    except load_errors() as exc:
         raise source_error(str(source), exc) from exc
 
 
@@ -132,10 +191,11 @@ def load_pretrained(src: ModelSource, task_type: str, labels: list[str]):
     cls = model_class(task_type)
     kwargs = label_kwargs(labels)
     try:
+        hub = {} if looks_local(src.source) else hub_kwargs()
         return cls.from_pretrained(
-            src.source, revision=src.revision, **kwargs, ignore_mismatched_sizes=True
+            src.source, revision=src.revision, **kwargs, **hub, ignore_mismatched_sizes=True
         )
-    except (OSError, ValueError) as exc:
+    except load_errors() as exc:
         raise source_error(src.source, exc) from exc
 
 
@@ -249,5 +309,8 @@ def save_model(model, tokenizer, out: Path) -> Path:
 
 
 def load_model(path: Path, task_type: str):
-    """A task model from a step's output directory."""
-    return model_class(task_type).from_pretrained(path)
+    """A task model from a step's output directory (or any local model directory)."""
+    try:
+        return model_class(task_type).from_pretrained(path)
+    except load_errors() as exc:
+        raise source_error(str(path), exc) from exc

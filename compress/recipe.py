@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from compress.errors import RecipeError
 from compress.registry import ArtifactKind, Stage, StageConfig
@@ -37,6 +37,10 @@ class EvaluateConfig(BaseModel):
         None, description="the step every row is compared with (Δ, speedup); default: the first"
     )
 
+
+_HERE = Path(__file__).resolve().parent
+# the recipes shipped with an installed package, or those of a source checkout
+RECIPE_DIRS = (_HERE / "recipes", _HERE.parent / "recipes")
 
 KIND_NAMES = {
     "torch": "a PyTorch model directory",
@@ -73,6 +77,7 @@ class Recipe(BaseModel):
     seed: int = 42
     steps: list[Step] = Field(min_length=1)
     evaluate: EvaluateConfig = EvaluateConfig()
+    _path: Path | None = PrivateAttr(None)  # the file it was read from, if any
 
     def step(self, name: str) -> Step:
         for s in self.steps:
@@ -87,6 +92,13 @@ class Recipe(BaseModel):
     @property
     def inputs(self) -> dict[str, str | None]:
         return {s.name: s.input for s in self.steps}
+
+    def command(self, *overrides: str) -> str:
+        """The command that runs this recipe again with ``overrides``."""
+        shipped = self._path is None or self._path.parent in RECIPE_DIRS
+        if shipped:
+            return f"make recipe={self.name} ARGS='{' '.join(overrides)}'"
+        return f"lert-compress run {self._path} " + " ".join(f"'{o}'" for o in overrides)
 
     @property
     def reference(self) -> str:
@@ -126,7 +138,9 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     raw.setdefault("name", path.stem)
     for item in overrides or []:
         apply_override(raw, item)
-    return parse_recipe(raw, source=str(path))
+    recipe = parse_recipe(raw, source=str(path))
+    recipe._path = path.resolve()
+    return recipe
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:

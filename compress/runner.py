@@ -3,8 +3,6 @@ resume by config hash, and a lock against two runs on one artifacts directory.""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -15,6 +13,7 @@ import yaml
 from transformers import set_seed
 
 from compress.errors import ModelSourceError
+from compress.lineage import output_digest, step_hashes
 from compress.lock import artifacts_lock
 from compress.manifest import Manifest, StepEntry, package_versions
 from compress.recipe import Recipe, Step
@@ -24,43 +23,60 @@ from compress.stages import CATALOGUE
 log = logging.getLogger(__name__)
 
 
-def _digest(*parts: object) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def step_dir_name(index: int, name: str) -> str:
     return f"{index:02d}_{name}"
 
 
+def prune_stale_entries(manifest: Manifest, recipe: Recipe) -> None:
+    """Forget steps the recipe no longer has (renamed or removed), and delete their outputs,
+    so nothing reports or resumes from them."""
+    root = manifest.path.parent
+    current = {step_dir_name(i, s.name) for i, s in enumerate(recipe.steps, 1)}
+    names = {s.name for s in recipe.steps}
+    for name in [n for n in manifest.steps if n not in names]:
+        entry = manifest.steps.pop(name)
+        if entry.dir not in current and (root / entry.dir).is_dir():
+            shutil.rmtree(root / entry.dir)
+        log.info("step %s is no longer in the recipe: its entry and outputs are removed", name)
+    manifest.save()
+
+
+def _reusable(
+    entry: StepEntry | None, step_hash: str, dirname: str, root: Path, input_digest: str | None
+) -> bool:
+    """A finished output of this very step (same hash, same place, made from the input that
+    is there now) whose files are intact."""
+    if entry is None or entry.status != "done" or entry.hash != step_hash or entry.dir != dirname:
+        return False
+    if entry.input_digest != input_digest:
+        log.info("step %s: its input was made again since; running it again", entry.dir)
+        return False
+    if entry.output is None or not (root / entry.output).exists():
+        return False
+    if entry.digest is not None and output_digest(root / dirname) != entry.digest:
+        log.warning(
+            "step %s: its output changed on disk since it finished; running it again", entry.dir
+        )
+        return False
+    return True
+
+
 def run_steps(recipe: Recipe, root: Path, task) -> Manifest:
-    """Run (or skip, when unchanged and complete) each step; returns the manifest."""
+    """Run (or skip, when unchanged and intact) each step; returns the manifest."""
     manifest = Manifest(root)
-    task_hash = _digest(recipe.task.model_dump(mode="json"))
-    hashes: dict[str, str] = {}
+    prune_stale_entries(manifest, recipe)
+    hashes = step_hashes(recipe)
     outputs: dict[str, Path] = {}
     for index, step in enumerate(recipe.steps, 1):
-        step_hash = _digest(
-            step.config_hash(),
-            hashes.get(step.input) if step.input else None,
-            task_hash,
-            recipe.seed,
-            [hashes.get(r) for r in step.config.references()],
-        )
         dirname = step_dir_name(index, step.name)
         entry = manifest.steps.get(step.name)
-        if (
-            entry is not None
-            and entry.status == "done"
-            and entry.hash == step_hash
-            and entry.dir == dirname
-            and entry.output is not None
-            and (root / entry.output).exists()
-        ):
+        input_digest = manifest.steps[step.input].digest if step.input else None
+        if _reusable(entry, hashes[step.name], dirname, root, input_digest):
+            assert entry is not None and entry.output is not None
             log.info("step %d %s: unchanged, skipped (%s)", index, step.name, entry.output)
         else:
             src = outputs.get(step.input) if step.input else None
-            entry = _run_one(step, index, src, step_hash, manifest, recipe, task)
-        hashes[step.name] = step_hash
+            entry = _run_one(step, index, src, hashes[step.name], manifest, recipe, task)
         assert entry.output is not None
         outputs[step.name] = root / entry.output
     return manifest
@@ -94,6 +110,7 @@ def _run_one(
         config_hash=step.config_hash(),
         input=str(src.relative_to(root)) if src else None,
         input_step=step.input,
+        input_digest=manifest.steps[step.input].digest if step.input else None,
         kind=step.kind,
         sources=step.config.model_sources(),
         versions=package_versions(),
@@ -108,8 +125,7 @@ def _run_one(
         _record_failure(manifest, step.name, entry, exc, start, tmp)
         key = step.config.model_key
         hint = (
-            f"\nFor a local copy: make recipe={recipe.name} "
-            f"ARGS='steps.{step.name}.{key}=/path/to/model'"
+            f"\nFor a local copy: {recipe.command(f'steps.{step.name}.{key}=/path/to/model')}"
             if key
             else ""
         )
@@ -130,6 +146,7 @@ def _run_one(
     entry = entry.model_copy(
         update={
             "status": "done",
+            "digest": output_digest(final),
             "output": output,
             "extra_variants": extra,
             "seconds": round(time.perf_counter() - start, 1),
@@ -170,6 +187,10 @@ def run_recipe(recipe: Recipe, out_root: Path, evaluate: bool = True) -> Path:
         logging.getLogger().addHandler(handler)
         try:
             task = load_task(recipe.task)
+            if evaluate:
+                from eval.report import mark_stale_report
+
+                mark_stale_report(root, step_hashes(recipe))
             run_steps(recipe, root, task)
             if evaluate:
                 from eval.evaluate import evaluate_recipe

@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m eval") -> int:
 
     def dispatch() -> int:
         from compress.errors import RecipeError
+        from compress.lock import artifacts_lock
         from compress.recipe import apply_override, parse_recipe
         from compress.tasks import load_task
         from eval.evaluate import evaluate_recipe
@@ -46,8 +47,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m eval") -> int:
             for item in args.overrides:
                 apply_override(raw, item)
             recipe = parse_recipe(raw, str(resolved))
-            evaluate_recipe(root, recipe, load_task(recipe.task))
-            render_report(root)
+            task = load_task(recipe.task)
+            with artifacts_lock(root):
+                evaluate_recipe(root, recipe, task)
+                render_report(root)
         else:
             parser.error("give ARTIFACTS_DIR or --model PATH --task NAME")
         print(f"report: {root / 'report.md'}")

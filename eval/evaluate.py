@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from compress.data import encode
+from compress.lineage import current_steps
 from compress.manifest import Manifest, package_versions, write_json
 from compress.models import load_tokenizer
 from compress.recipe import EvaluateConfig, Recipe
@@ -45,10 +46,10 @@ class Variant:
         return self.path.parent if self.path.is_file() else self.path
 
 
-def variants(root: Path, steps: list[str] | None = None) -> list[Variant]:
+def variants(manifest: Manifest, steps: list[str] | None = None) -> list[Variant]:
     """The finished steps of a run in order (only ``steps`` when given), each followed by its
     extra variants."""
-    manifest = Manifest(root)
+    root = manifest.path.parent
     done = sorted(
         (
             (name, e)
@@ -182,7 +183,8 @@ def evaluate_artifacts(
     ``eval/metrics.json`` and return it. ``reference``: the variant rows are compared with
     (default: the first)."""
     threads = cfg.threads or os.cpu_count() or 1
-    found = variants(root, steps)
+    manifest = Manifest(root)
+    found = variants(manifest, steps)
     loaded = []
     for variant in found:
         for device in usable_devices(cfg.devices):
@@ -215,6 +217,7 @@ def evaluate_artifacts(
         examples=len(task.splits[cfg.split][: cfg.max_examples or None]),
         reference=reference,
         steps=list(dict.fromkeys(v.step for v in found)),
+        computed_from={v.step: manifest.steps[v.step].hash for v in found},
         hardware=hardware(threads),
         versions=package_versions(),
         rows=[row for row, _ in loaded],
@@ -225,13 +228,18 @@ def evaluate_artifacts(
 
 
 def evaluate_recipe(root: Path, recipe: Recipe, task: TaskData) -> Metrics:
-    """Evaluate the current steps of ``recipe`` in its artifacts directory ``root``."""
+    """Evaluate the steps of ``recipe`` whose outputs are current in ``root`` (a step whose
+    config or input changed since it ran is left out until it runs again)."""
+    steps = current_steps(root, recipe)
+    stale = [s.name for s in recipe.steps if s.name not in steps]
+    if stale:
+        log.warning("not evaluated, not current (run the recipe again): %s", ", ".join(stale))
     return evaluate_artifacts(
         root,
         recipe.evaluate,
         task,
         name=recipe.name,
         max_seq_len=recipe.task.max_seq_len,
-        steps=[s.name for s in recipe.steps],
+        steps=steps,
         reference=recipe.reference,
     )

@@ -5,6 +5,7 @@ Reads only metrics, the manifest and the resolved recipe: re-rendering never re-
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -202,6 +203,12 @@ def render_report(root: Path) -> Report:
         raise CompressError(f"{metrics_path} is missing: evaluate first (python -m eval {root})")
     metrics = Metrics.read(metrics_path)
     manifest = Manifest(root)
+    changed = stale_steps(metrics.computed_from, {n: e.hash for n, e in manifest.steps.items()})
+    if changed:
+        raise CompressError(
+            f"{metrics_path} is stale: step(s) {', '.join(changed)} changed or were removed since "
+            f"it was measured; re-evaluate with `lert-compress eval {root}`"
+        )
     sources = [s for n in metrics.steps if n in manifest.steps for s in manifest.steps[n].sources]
     report = Report(
         **metrics.model_dump(),
@@ -214,3 +221,35 @@ def render_report(root: Path) -> Report:
     write_model_cards(root, report, manifest)
     log.info("report: %s", root / "report.md")
     return report
+
+
+def stale_steps(computed_from: dict[str, str], now: dict[str, str]) -> list[str]:
+    """Steps a report was computed from whose hash is no longer ``now``'s."""
+    return [step for step, h in computed_from.items() if now.get(step) != h]
+
+
+STALE_MARK = "> **Stale report**"
+
+
+def mark_stale_report(root: Path, planned: dict[str, str]) -> list[str]:
+    """Flag report.md and report.json when the steps they describe differ from ``planned``
+    (the recipe about to run): a banner on top and ``stale`` in the JSON. Returns those steps."""
+    report_json = root / "report.json"
+    if not report_json.exists():
+        return []
+    data = json.loads(report_json.read_text(encoding="utf-8"))
+    computed = data.get("computed_from", {})
+    changed = stale_steps(computed, planned) + [s for s in planned if s not in computed]
+    if not changed:
+        return []
+    data["stale"] = changed
+    write_json(report_json, data)
+    md = root / "report.md"
+    if md.exists() and not md.read_text(encoding="utf-8").startswith(STALE_MARK):
+        banner = (
+            f"{STALE_MARK}: step(s) {', '.join(changed)} changed, were added or were removed "
+            "since this report was made; it describes earlier outputs. It is replaced when the "
+            "current run finishes.\n\n"
+        )
+        md.write_text(banner + md.read_text(encoding="utf-8"), encoding="utf-8")
+    return changed

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compress.models import model_class
+from compress.errors import CompressError
+from compress.models import load_errors, model_class, source_error
 from compress.scoring import Forward, torch_forward
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".data")
@@ -32,8 +33,7 @@ def artifact_kind(path: Path) -> str:
     """``onnx`` for an ONNX file, ``bnb`` for a bitsandbytes directory, else ``torch``."""
     if path.suffix == ".onnx":
         return "onnx"
-    config = json.loads((path / "config.json").read_text())
-    return "bnb" if "quantization_config" in config else "torch"
+    return "bnb" if "quantization_config" in _config(path) else "torch"
 
 
 QUANTIZED_OPS = ("MatMulInteger", "QLinearMatMul", "DynamicQuantizeLinear", "QuantizeLinear")
@@ -56,8 +56,11 @@ def size_mb(path: Path) -> float:
 
 
 def _config(path: Path) -> dict:
-    directory = path.parent if path.is_file() else path
-    return json.loads((directory / "config.json").read_text())
+    config = (path.parent if path.is_file() else path) / "config.json"
+    try:
+        return json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CompressError(f"cannot read the model config {config}: {exc}") from exc
 
 
 def torch_precision(path: Path) -> str:
@@ -75,14 +78,21 @@ def load_runtime(
         return _onnx_runtime(path, device, threads)
     cls = model_class(task_type)
     if kind == "bnb":
-        model = cls.from_pretrained(path, device_map={"": device})
+        model = _load(cls, path, device_map={"": device})
         quant = _config(path)["quantization_config"]
         prec = "int8" if quant.get("load_in_8bit") else quant.get("bnb_4bit_quant_type", "nf4")
         return _torch_runtime(model, "bitsandbytes", device, prec)
     prec = precision or torch_precision(path)
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(prec, torch.float32)
-    model = cls.from_pretrained(path, dtype=dtype).to(device)
+    model = _load(cls, path, dtype=dtype).to(device)
     return _torch_runtime(model, "pytorch", device, prec)
+
+
+def _load(cls, path: Path, **kwargs):
+    try:
+        return cls.from_pretrained(path, **kwargs)
+    except load_errors() as exc:
+        raise source_error(str(path), exc) from exc
 
 
 def _torch_runtime(model, runtime: str, device: str, precision: str) -> Runtime:
@@ -108,7 +118,13 @@ def _onnx_runtime(path: Path, device: str, threads: int) -> Runtime:
     # runs next in the interleaved timing (and from PyTorch)
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
-    session = ort.InferenceSession(str(path), options, providers=providers)
+    try:
+        session = ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as exc:  # onnxruntime's own error types (InvalidProtobuf, Fail, ...)
+        raise CompressError(
+            f"could not load the ONNX model {path}: {exc}; the file may be truncated: run the "
+            "step that wrote it again"
+        ) from exc
     names = {i.name for i in session.get_inputs()}
     graph = onnx.load(str(path), load_external_data=False).graph
     params = sum(int(np.prod(t.dims)) for t in graph.initializer if len(t.dims) >= 1)

@@ -50,6 +50,7 @@ class Metrics(BaseModel):
     examples: int
     reference: str  # the variant every row is compared with
     steps: list[str]  # the finished steps in scope, rows or not (an fp16 model has no CPU row)
+    computed_from: dict[str, str] = Field(default_factory=dict)  # step -> its manifest hash
     hardware: dict[str, Any]
     versions: dict[str, str]
     rows: list[MetricRow]
@@ -78,3 +79,4 @@ class Report(Metrics):
 
     recommended: dict[str, MetricRow | None]
     published: list[PublishedRow]
+    stale: list[str] = Field(default_factory=list)  # steps changed since (set by a later run)

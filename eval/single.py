@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 
 from compress.errors import RecipeError
+from compress.lock import artifacts_lock
 from compress.manifest import Manifest, StepEntry
 from compress.recipe import EvaluateConfig, apply_override
 from compress.tasks import load_task
@@ -27,8 +28,17 @@ def evaluate_single(model: Path, task_name: str, out_root: Path, overrides: list
     for item in overrides:
         apply_override(raw, item)
     task_cfg, cfg = TaskConfig(**raw["task"]), EvaluateConfig(**raw["evaluate"])
+    task = load_task(task_cfg)
     root = out_root / raw["name"]
-    root.mkdir(parents=True, exist_ok=True)
+    with artifacts_lock(root):
+        _write_run(root, raw, model)
+        evaluate_artifacts(root, cfg, task, name=raw["name"], max_seq_len=task_cfg.max_seq_len)
+        render_report(root)
+    return root
+
+
+def _write_run(root: Path, raw: dict, model: Path) -> None:
+    """The resolved recipe and manifest of a one-model run, as a recipe run would have them."""
     (root / "recipe.resolved.yaml").write_text(
         yaml.safe_dump(
             {**raw, "steps": [{"name": "model", "stage": "external", "model": str(model)}]},
@@ -51,8 +61,3 @@ def evaluate_single(model: Path, task_name: str, out_root: Path, overrides: list
             sources=[str(model)],
         ),
     )
-    evaluate_artifacts(
-        root, cfg, load_task(task_cfg), name=raw["name"], max_seq_len=task_cfg.max_seq_len
-    )
-    render_report(root)
-    return root

@@ -16,8 +16,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="session")
 def lert_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("lert")
+    # named like a download of the hub repos (hfl/chinese-lert-*), as a user's local copy is
     return {
-        name: build_lert(name, root / name) for name in ("lert-small", "lert-base", "lert-large")
+        name: build_lert(name, root / f"chinese-{name}")
+        for name in ("lert-small", "lert-base", "lert-large")
     }
 
 
@@ -77,6 +79,8 @@ def test_distill_large_to_student_real_shapes(tmp_path, lert_dirs, chnsenticorp_
     rows = {r["variant"]: r for r in json.loads((root / "report.json").read_text())["rows"]}
     assert set(rows) == {"teacher", "student", "student-no-kd"}
     assert 320e6 < rows["teacher"]["params"] < 330e6
+    published = json.loads((root / "report.json").read_text())["published"]
+    assert {p["model"] for p in published} == {"hfl/chinese-lert-large", f"hfl/chinese-{student}"}
 
 
 def test_prune_base_real_shape(tmp_path, lert_dirs, chnsenticorp_files):

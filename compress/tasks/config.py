@@ -41,6 +41,7 @@ class TaskConfig(BaseModel):
     label_map: dict[str, str] = Field(default_factory=dict)
     drop_labels: list[str] = Field(default_factory=list, description="labels marked unusable")
     on_bad_rows: Literal["error", "skip"] = "error"
+    encoding: str = Field("utf-8", description="of local files, e.g. gb18030 for GBK data")
     # splitting a corpus that ships as one file, and trimming for quick runs
     dev_size: int = Field(2000, ge=1)
     test_size: int = Field(2000, ge=1)

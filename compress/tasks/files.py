@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 from collections.abc import Iterator
@@ -32,32 +33,92 @@ class BadRows:
         log.debug("skipped: %s", message)
 
 
-def _rows(path: Path, columns: list[str] | None = None) -> Iterator[Row]:
+# a field may hold a whole long document; the csv module's default limit is 131,072 characters
+csv.field_size_limit(2**31 - 1)
+# encodings to name when a file is not in the one the task expects (GB18030 covers GBK and GB2312)
+LIKELY_ENCODINGS = ("utf-8", "gb18030", "big5", "utf-16")
+
+
+def read_text(path: Path, encoding: str) -> str:
+    """The file's text; a file in another encoding is one error naming it and the fix."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig" if encoding.lower() in ("utf-8", "utf8") else encoding)
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        found = next((e for e in LIKELY_ENCODINGS if e != encoding and _decodes(data, e)), None)
+        hint = (
+            f"it reads as {found.upper()}: set task.encoding: {found}"
+            if found
+            else "set task.encoding to the file's encoding"
+        )
+        raise DataError(f"{path}:{line}: not valid {encoding} text; {hint}") from exc
+    except LookupError as exc:
+        raise DataError(f"task.encoding: unknown encoding {encoding!r}") from exc
+
+
+def _decodes(data: bytes, encoding: str) -> bool:
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _rows(path: Path, cfg: TaskConfig, split: str, bad: BadRows) -> Iterator[Row]:
+    """Rows as ``{column: text}`` with their line numbers. A delimited row must have exactly the
+    header's fields; a JSON line must be an object. Rows that are not go to ``bad``."""
     suffix = path.suffix.lower()
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        if suffix in (".csv", ".tsv", ".txt"):
-            delimiter = "," if suffix == ".csv" else "\t"
-            reader = csv.DictReader(
-                fh,
-                fieldnames=columns,
-                delimiter=delimiter,
-                quoting=csv.QUOTE_MINIMAL if suffix == ".csv" else csv.QUOTE_NONE,
+    text = read_text(path, cfg.encoding)
+    if suffix in (".csv", ".tsv", ".txt"):
+        yield from _delimited_rows(path, text, cfg.columns, suffix, split, bad)
+    elif suffix in (".jsonl", ".json"):
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                bad(split, f"{path}:{n}: not a JSON object: {exc}")
+                continue
+            if not isinstance(row, dict):
+                bad(split, f"{path}:{n}: expected a JSON object per line")
+                continue
+            yield n, row
+    else:
+        raise DataError(f"{path}: unknown format {suffix!r}; use .csv, .tsv/.txt or .jsonl")
+
+
+def _delimited_rows(path, text, columns, suffix, split, bad: BadRows) -> Iterator[Row]:
+    delimiter = "," if suffix == ".csv" else "\t"
+    reader = csv.reader(
+        io.StringIO(text, newline=""),
+        delimiter=delimiter,
+        quoting=csv.QUOTE_MINIMAL if suffix == ".csv" else csv.QUOTE_NONE,
+    )
+    header = list(columns) if columns else next(reader, None)
+    if not header:
+        raise DataError(f"{path}: empty file")
+    if len(set(header)) < len(header):
+        raise DataError(f"{path}:1: repeated column names in the header {header}")
+    where_header = "task.columns" if columns else "the header"
+    start = reader.line_num
+    for fields in reader:
+        line, start = start + 1, reader.line_num
+        if not fields or fields == [""]:
+            continue
+        if fields == header:
+            bad(split, f"{path}:{line}: the header repeats as a data row")
+            continue
+        if len(fields) != len(header):
+            quote = " (a field with the delimiter must be quoted)" if suffix == ".csv" else ""
+            bad(
+                split,
+                f"{path}:{line}: {len(fields)} fields, {where_header} has {len(header)} "
+                f"({', '.join(header)}){quote}",
             )
-            for row in reader:
-                yield reader.line_num, row
-        elif suffix in (".jsonl", ".json"):
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}:{n}: not a JSON object: {exc}") from exc
-                if not isinstance(row, dict):
-                    raise DataError(f"{path}:{n}: expected a JSON object per line")
-                yield n, row
-        else:
-            raise DataError(f"{path}: unknown format {suffix!r}; use .csv, .tsv/.txt or .jsonl")
+            continue
+        yield line, dict(zip(header, fields, strict=True))
 
 
 def classification_examples(path: Path, split: str, cfg: TaskConfig, bad: BadRows) -> list[Example]:
@@ -65,7 +126,7 @@ def classification_examples(path: Path, split: str, cfg: TaskConfig, bad: BadRow
     columns = [cfg.text_column, cfg.label_column] + (
         [cfg.text_pair_column] if cfg.text_pair_column else []
     )
-    for line, row in _rows(path, cfg.columns):
+    for line, row in _rows(path, cfg, split, bad):
         where = f"{path}:{line}"
         missing = [c for c in columns if c not in row]
         if missing:
@@ -73,6 +134,10 @@ def classification_examples(path: Path, split: str, cfg: TaskConfig, bad: BadRow
                 f"{where}: no column {missing[0]!r} (columns: {sorted(row)}); "
                 "set task.text_column / task.label_column / task.text_pair_column"
             )
+        nested = [c for c in columns if isinstance(row[c], (dict, list))]
+        if nested:
+            bad(split, f"{where}: column {nested[0]!r} holds a {type(row[nested[0]]).__name__}")
+            continue
         text = str(row[cfg.text_column] or "").strip()
         label = "" if row[cfg.label_column] is None else str(row[cfg.label_column]).strip()
         if not text:
@@ -80,6 +145,9 @@ def classification_examples(path: Path, split: str, cfg: TaskConfig, bad: BadRow
             continue
         if not label:
             bad(split, f"{where}: row without a label")
+            continue
+        if "\n" in label:
+            bad(split, f"{where}: the label spans lines (an unclosed quote?)")
             continue
         if label in cfg.drop_labels:
             bad.dropped[split] = bad.dropped.get(split, 0) + 1
@@ -109,17 +177,16 @@ def conll_examples(path: Path, split: str, cfg: TaskConfig, bad: BadRows) -> lis
         tokens.clear()
         tags.clear()
 
-    with path.open(encoding="utf-8-sig") as fh:
-        for n, line in enumerate(fh, 1):
-            parts = line.rstrip("\n").split("\t") if "\t" in line else line.split()
-            if not line.strip():
-                flush()
-                start = n + 1
-                continue
-            if len(parts) < 2 or not parts[0] or not parts[-1]:
-                raise DataError(f"{path}:{n}: expected 'char<TAB>tag', got {line.rstrip()!r}")
-            tokens.append(parts[0])
-            tags.append(parts[-1].strip())
+    for n, line in enumerate(read_text(path, cfg.encoding).splitlines(), 1):
+        parts = line.split("\t") if "\t" in line else line.split()
+        if not line.strip():
+            flush()
+            start = n + 1
+            continue
+        if len(parts) < 2 or not parts[0] or not parts[-1]:
+            raise DataError(f"{path}:{n}: expected 'char<TAB>tag', got {line.rstrip()!r}")
+        tokens.append(parts[0])
+        tags.append(parts[-1].strip())
     flush()
     return examples
 
@@ -185,4 +252,11 @@ def derive_labels(cfg: TaskConfig, train: list[Example]) -> list[str]:
         return list(cfg.labels)
     if cfg.type == "ner":
         return bio_labels({t[2:] for ex in train for t in ex.tags or () if t != "O"})
-    return sorted({ex.label for ex in train if ex.label is not None})
+    labels = sorted({ex.label for ex in train if ex.label is not None})
+    if len(labels) > max(20, len(train) // 2):
+        raise DataError(
+            f"task.label_column {cfg.label_column!r} has {len(labels)} distinct values in "
+            f"{len(train)} train rows (e.g. {labels[:3]}): is text in the label column? Check "
+            "task.label_column / task.columns, or list the classes in task.labels"
+        )
+    return labels
