@@ -94,11 +94,12 @@ def main(argv: list[str] | None = None, prog: str = "lert-compress") -> int:
             from compress.convert_tf import convert
 
             report = convert(args.ckpt_dir, args.out_dir, args.keep_extra_heads)
+            heads = "; ".join(report["extra_heads"]) or "none"
+            kept = "kept in extra_heads.safetensors" if report["extra_heads_kept"] else "dropped"
             print(
-                f"converted {report['converted']} tensors to {args.out_dir}; "
-                f"skipped {report['skipped_optimizer']} optimizer variables and "
-                f"{len(report['extra_heads'])} other variables"
-                f"{' (kept in extra_heads.safetensors)' if report['extra_heads_kept'] else ''}"
+                f"converted {report['converted']} tensors to {args.out_dir} "
+                f"({report['architecture']}); skipped {report['skipped_optimizer']} optimizer "
+                f"variables; heads that are not BERT's, {kept}: {heads}"
             )
         elif args.command == "stages":
             print_stages(args.name)

@@ -1,8 +1,12 @@
 """Convert LERT's original TensorFlow 1.x release into a Hugging Face directory.
 
-The release holds ``lert_model.ckpt.*``, ``lert_config.json`` and ``vocab.txt``. Its BERT
-variables become ``BertForPreTraining`` weights; variables of other heads (LERT's linguistic
-heads) are reported and skipped, or saved to ``extra_heads.safetensors`` when asked.
+The release holds ``lert_model.ckpt.*``, ``lert_config.json`` and ``vocab.txt``. LERT was
+pre-trained without next-sentence prediction (ymcui/LERT ``src/run_pretraining.py``), so its
+checkpoint has no ``cls/seq_relationship/*``: its BERT variables become ``BertForMaskedLM``
+weights (``BertForPreTraining`` when a Google-BERT-style checkpoint does have NSP). LERT's
+linguistic heads, dense layers inside ``cls/predictions`` named ``output_pos_layer`` (28 POS
+tags), ``output_ner_layer`` (13) and ``output_dep_layer`` (14 dependency relations), are reported
+and dropped, or saved to ``extra_heads.safetensors`` when asked.
 
 Written here rather than taken from ``transformers.load_tf_weights_in_bert`` because that
 function cannot report or keep unknown variables (it walks them into the wrong module).
@@ -52,8 +56,23 @@ IN_LAYER = (
 )
 
 
+# LERT's linguistic heads (ymcui/LERT src/run_pretraining.py, get_masked_lm_output)
+LERT_HEADS = {
+    "cls/predictions/output_pos_layer": "part of speech, 28 LTP tags",
+    "cls/predictions/output_ner_layer": "named entities, 13 LTP tags",
+    "cls/predictions/output_dep_layer": "dependency relations, 14 LTP labels",
+}
+NSP = ("cls.seq_relationship.weight", "cls.seq_relationship.bias")
+
+
 class ConversionError(CompressError):
     pass
+
+
+def describe_extra(names: list[str]) -> list[str]:
+    """The dropped variables grouped by head, LERT's heads with what they predicted."""
+    scopes = sorted({name.rpartition("/")[0] for name in names})
+    return [f"{scope} ({LERT_HEADS[scope]})" if scope in LERT_HEADS else scope for scope in scopes]
 
 
 def hf_name(tf_name: str) -> tuple[str, bool] | None:
@@ -99,13 +118,15 @@ def read_checkpoint(prefix: Path) -> dict[str, np.ndarray]:
 
 
 def convert(ckpt_dir: Path, out_dir: Path, keep_extra_heads: bool = False) -> dict:
-    """Write an HF ``BertForPreTraining`` directory; return what was converted and skipped."""
+    """Write an HF ``BertForMaskedLM`` directory (``BertForPreTraining`` when the checkpoint has
+    an NSP head); return what was converted and what was dropped."""
     from transformers import BertConfig, BertForPreTraining, BertTokenizerFast
 
     ckpt_dir = Path(ckpt_dir)
     config = BertConfig.from_json_file(str(_config_file(ckpt_dir)))
     variables = read_checkpoint(_checkpoint_prefix(ckpt_dir))
-    model = BertForPreTraining(config)
+    has_nsp = "cls/seq_relationship/output_weights" in variables
+    model = BertForPreTraining(config)  # BERT with its pooler and MLM head (+ NSP if present)
     state = model.state_dict()
     converted, extra, optimizer = {}, {}, []
     for name, array in sorted(variables.items()):
@@ -130,6 +151,7 @@ def convert(ckpt_dir: Path, out_dir: Path, keep_extra_heads: bool = False) -> di
             "cls.predictions.decoder.weight",
             "cls.predictions.decoder.bias",
             "bert.embeddings.position_ids",
+            *(() if has_nsp else NSP),
         }
     )
     if missing:
@@ -139,12 +161,19 @@ def convert(ckpt_dir: Path, out_dir: Path, keep_extra_heads: bool = False) -> di
     model.load_state_dict(converted, strict=False)
     model.tie_weights()
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
+    # without an NSP head the directory is a masked-LM model (its pooler kept for fine-tuning)
+    architecture = "BertForPreTraining" if has_nsp else "BertForMaskedLM"
+    saved = {k: v for k, v in model.state_dict().items() if has_nsp or k not in NSP}
+    model.save_pretrained(out_dir, state_dict=saved, safe_serialization=True)
+    config_path = out_dir / "config.json"
+    written = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**written, "architectures": [architecture]}, indent=2))
     if (ckpt_dir / "vocab.txt").is_file():
         shutil.copy(ckpt_dir / "vocab.txt", out_dir / "vocab.txt")
         BertTokenizerFast(vocab_file=str(out_dir / "vocab.txt")).save_pretrained(out_dir)
-    if extra:
-        log.warning("not BERT weights (%d variables): %s", len(extra), ", ".join(sorted(extra)))
+    dropped = describe_extra(sorted(extra))
+    if extra and not keep_extra_heads:
+        log.warning("dropped heads that are not BERT's: %s", "; ".join(dropped))
     if extra and keep_extra_heads:
         from safetensors.numpy import save_file
 
@@ -153,9 +182,11 @@ def convert(ckpt_dir: Path, out_dir: Path, keep_extra_heads: bool = False) -> di
             str(out_dir / "extra_heads.safetensors"),
         )
     report = {
+        "architecture": architecture,
         "converted": len(converted),
         "skipped_optimizer": len(optimizer),
-        "extra_heads": sorted(extra),
+        "extra_heads": dropped,
+        "extra_variables": sorted(extra),
         "extra_heads_kept": keep_extra_heads and bool(extra),
     }
     (out_dir / "conversion.json").write_text(json.dumps(report, indent=2))

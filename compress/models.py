@@ -301,9 +301,11 @@ def count_parameters(model) -> dict[str, int]:
 
 
 def save_model(model, tokenizer, out: Path) -> Path:
-    """A plain Hugging Face directory: safetensors weights, config with labels, tokenizer."""
+    """A plain Hugging Face directory: safetensors weights, config with labels, and a tokenizer
+    that knows the model's length limit (so clients' ``truncation=True`` stops there)."""
     out.mkdir(parents=True, exist_ok=True)
     model.to("cpu").save_pretrained(out, safe_serialization=True)
+    tokenizer.model_max_length = model.config.max_position_embeddings
     tokenizer.save_pretrained(out)
     return out
 

@@ -1,4 +1,13 @@
-"""LERT's TensorFlow release -> HF: every tensor equals the TF variable it came from."""
+"""LERT's TensorFlow release -> HF: every tensor equals the TF variable it came from.
+
+The fixture checkpoint is written by TensorFlow with the variable names LERT's own pre-training
+code creates (ymcui/LERT, src/run_pretraining.py, ``get_masked_lm_output``): Google BERT's
+``bert/...`` and ``cls/predictions/{transform,output_bias}`` variables, no next-sentence head
+(LERT dropped NSP), and three linguistic heads made by ``tf.layers.dense`` inside the
+``cls/predictions`` scope: ``output_pos_layer`` (28 classes), ``output_ner_layer`` (13) and
+``output_dep_layer`` (14), each a ``kernel`` [hidden, classes] and a ``bias``. A second fixture
+keeps Google BERT's NSP head (``cls/seq_relationship``), as Chinese-BERT-wwm releases have.
+"""
 
 import json
 import subprocess
@@ -31,8 +40,6 @@ def bert_variables(rng) -> dict[str, np.ndarray]:
         "cls/predictions/transform/LayerNorm/gamma": r(HIDDEN),
         "cls/predictions/transform/LayerNorm/beta": r(HIDDEN),
         "cls/predictions/output_bias": r(VOCAB),
-        "cls/seq_relationship/output_weights": r(2, HIDDEN),
-        "cls/seq_relationship/output_bias": r(2),
     }
     for i in range(LAYERS):
         p = f"bert/encoder/layer_{i}"
@@ -53,7 +60,12 @@ def bert_variables(rng) -> dict[str, np.ndarray]:
     return v
 
 
-EXTRA = {"cls/pos_head/dense/kernel": (HIDDEN, 28), "cls/ner_head/output_bias": (13,)}
+NSP = {"cls/seq_relationship/output_weights": (2, HIDDEN), "cls/seq_relationship/output_bias": (2,)}
+LINGUISTIC = {  # LERT's heads: POS 28, NER 13, dependency relations 14
+    f"cls/predictions/output_{head}_layer/{leaf}": shape
+    for head, n in (("pos", 28), ("ner", 13), ("dep", 14))
+    for leaf, shape in (("kernel", (HIDDEN, n)), ("bias", (n,)))
+}
 # the HF key each TF variable must land in, and whether it is transposed
 EXPECTED = {
     "bert/embeddings/word_embeddings": ("bert.embeddings.word_embeddings.weight", False),
@@ -75,13 +87,11 @@ EXPECTED = {
 }
 
 
-@pytest.fixture(scope="module")
-def release(tmp_path_factory):
-    """A LERT-style release written by TensorFlow: checkpoint, config, vocab."""
-    root = tmp_path_factory.mktemp("lert_tf")
+def write_release(root, heads: dict) -> dict:
+    """A release written by TensorFlow: checkpoint (with Adam slots), config, vocab."""
     rng = np.random.default_rng(0)
     variables = bert_variables(rng)
-    variables.update({k: rng.standard_normal(s).astype(np.float32) for k, s in EXTRA.items()})
+    variables.update({k: rng.standard_normal(s).astype(np.float32) for k, s in heads.items()})
     variables["bert/embeddings/word_embeddings/adam_m"] = np.zeros((VOCAB, HIDDEN), np.float32)
     with tf.Graph().as_default():
         for name, value in variables.items():
@@ -110,19 +120,35 @@ def release(tmp_path_factory):
     )
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [chr(0x4E00 + i) for i in range(45)]
     (root / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
-    return root, variables
+    return variables
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    """LERT's layout: no NSP head, three linguistic heads."""
+    root = tmp_path_factory.mktemp("lert_tf")
+    return root, write_release(root, LINGUISTIC)
+
+
+@pytest.fixture(scope="module")
+def bert_release(tmp_path_factory):
+    """Google BERT's layout (Chinese-BERT-wwm): an NSP head, nothing else."""
+    root = tmp_path_factory.mktemp("bert_tf")
+    return root, write_release(root, NSP)
 
 
 def test_every_tensor_equals_its_tf_variable(release, tmp_path):
-    from transformers import BertForPreTraining
+    from safetensors.torch import load_file
 
     from compress.convert_tf import convert, hf_name
 
     root, variables = release
     report = convert(root, tmp_path / "hf")
-    state = BertForPreTraining.from_pretrained(tmp_path / "hf").state_dict()
-    bert = {k: v for k, v in variables.items() if k not in EXTRA and "adam" not in k}
-    assert report["converted"] == len(bert)
+    state = load_file(str(tmp_path / "hf/model.safetensors"))
+    state["cls.predictions.decoder.weight"] = state["bert.embeddings.word_embeddings.weight"]
+    bert = {k: v for k, v in variables.items() if k not in LINGUISTIC and "adam" not in k}
+    assert report["converted"] == len(bert) and report["architecture"] == "BertForMaskedLM"
+    assert not any(k.startswith("cls.seq_relationship") for k in state)  # LERT has no NSP
     for tf_key, (hf_key, transpose) in EXPECTED.items():
         assert hf_name(tf_key) == (hf_key, transpose)
     for tf_key, value in bert.items():
@@ -132,8 +158,39 @@ def test_every_tensor_equals_its_tf_variable(release, tmp_path):
         state["cls.predictions.decoder.weight"].numpy(),
         variables["bert/embeddings/word_embeddings"],
     )
-    assert report["extra_heads"] == sorted(EXTRA) and report["skipped_optimizer"] == 2
+    assert report["extra_heads"] == [
+        "cls/predictions/output_dep_layer (dependency relations, 14 LTP labels)",
+        "cls/predictions/output_ner_layer (named entities, 13 LTP tags)",
+        "cls/predictions/output_pos_layer (part of speech, 28 LTP tags)",
+    ]
+    assert report["extra_variables"] == sorted(LINGUISTIC) and report["skipped_optimizer"] == 2
     assert not (tmp_path / "hf/extra_heads.safetensors").exists()
+    # the converted directory fine-tunes like the hub's: pooler included, no missing weights
+    from transformers import BertForSequenceClassification
+
+    model, info = BertForSequenceClassification.from_pretrained(
+        tmp_path / "hf", num_labels=2, output_loading_info=True
+    )
+    assert set(info["missing_keys"]) == {"classifier.weight", "classifier.bias"}
+    np.testing.assert_array_equal(
+        model.bert.pooler.dense.weight.detach().numpy(),
+        variables["bert/pooler/dense/kernel"].T,
+    )
+
+
+def test_a_checkpoint_with_nsp_keeps_it(bert_release, tmp_path):
+    from transformers import BertForPreTraining
+
+    from compress.convert_tf import convert
+
+    root, variables = bert_release
+    report = convert(root, tmp_path / "hf")
+    assert report["architecture"] == "BertForPreTraining" and report["extra_heads"] == []
+    model = BertForPreTraining.from_pretrained(tmp_path / "hf")
+    np.testing.assert_array_equal(
+        model.cls.seq_relationship.weight.detach().numpy(),
+        variables["cls/seq_relationship/output_weights"],
+    )
 
 
 def test_extra_heads_kept_when_asked_and_cli(release, tmp_path):
@@ -154,11 +211,12 @@ def test_extra_heads_kept_when_asked_and_cli(release, tmp_path):
         text=True,
         check=True,
     )
-    assert "skipped 2 optimizer variables and 2 other variables" in proc.stdout
+    assert "(BertForMaskedLM); skipped 2 optimizer variables" in proc.stdout
+    assert "kept in extra_heads.safetensors: cls/predictions/output_dep_layer" in proc.stdout
     kept = load_file(str(tmp_path / "hf/extra_heads.safetensors"))
-    np.testing.assert_array_equal(
-        kept["cls/pos_head/dense/kernel"], variables["cls/pos_head/dense/kernel"]
-    )
+    assert sorted(kept) == sorted(LINGUISTIC)
+    name = "cls/predictions/output_pos_layer/kernel"
+    np.testing.assert_array_equal(kept[name], variables[name])
     from transformers import AutoTokenizer
 
     assert AutoTokenizer.from_pretrained(tmp_path / "hf").tokenize("一丁") == ["一", "丁"]

@@ -69,6 +69,9 @@ def test_distill_large_to_student_real_shapes(tmp_path, lert_dirs, chnsenticorp_
             f"steps.student.student.init={lert_dirs[student]}",
         ]
         + _steps(["teacher", "student"], max_steps=2, batch_size=4)
+        + _steps(["pruned"], **{"transformer.n_iters": 2, "transformer.batches": 2})
+        + _steps(["pruned"], **{"transformer.batch_size": 4, "recover.max_steps": 2})
+        + _steps(["pruned"], **{"recover.batch_size": 4})
     )
     root = run_recipe(load_recipe(f"recipes/{recipe_name}.yaml", overrides), tmp_path)
     steps = json.loads((root / "manifest.json").read_text())["steps"]
@@ -77,8 +80,18 @@ def test_distill_large_to_student_real_shapes(tmp_path, lert_dirs, chnsenticorp_
     width = {"lert-small": 256, "lert-base": 768}[student]
     assert matches[0]["proj"] == ["linear", width, 1024, {}]
     rows = {r["variant"]: r for r in json.loads((root / "report.json").read_text())["rows"]}
-    assert set(rows) == {"teacher", "student", "student-no-kd"}
+    assert set(rows) == {
+        "teacher",
+        "student",
+        "student-no-kd",
+        "pruned",
+        "pruned (before recovery)",
+        "pruned-onnx",
+        "pruned-int8",
+    }
     assert 320e6 < rows["teacher"]["params"] < 330e6
+    assert rows["pruned-int8"]["precision"] == "int8"
+    assert rows["pruned"]["params"] < rows["student"]["params"]
     published = json.loads((root / "report.json").read_text())["published"]
     assert {p["model"] for p in published} == {"hfl/chinese-lert-large", f"hfl/chinese-{student}"}
 

@@ -59,7 +59,7 @@ Loader = Callable[[TaskConfig], TaskData]
 # Where a task's data can come from; each source has its own options in the task: block.
 SOURCE_OPTIONS = {
     "local": ("train", "dev", "test", "columns"),
-    "hub": ("dataset", "subset", "split_names"),
+    "hub": ("dataset", "subset", "revision", "data_files", "split_names"),
 }
 
 

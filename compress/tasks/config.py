@@ -26,9 +26,13 @@ class TaskConfig(BaseModel):
     train: Path | None = None
     dev: Path | None = None
     test: Path | None = None
-    # hub datasets
+    # hub datasets (a local copy of a hub repository works too: dataset: /path/to/copy)
     dataset: str | None = None
     subset: str | None = None
+    revision: str | None = Field(None, description="e.g. refs/convert/parquet")
+    data_files: dict[str, str] | None = Field(
+        None, description="split -> file pattern inside the repository"
+    )
     split_names: dict[str, str] = Field(default_factory=dict)
     # columns and labels
     columns: list[str] | None = Field(None, description="names for a CSV/TSV without header")

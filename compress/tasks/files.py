@@ -25,6 +25,7 @@ class BadRows:
         self.skip = skip
         self.skipped: dict[str, int] = {}
         self.dropped: dict[str, int] = {}  # labels the task marks unusable, filtered by design
+        self.empty: dict[str, int] = {}  # empty sentences, skipped
 
     def __call__(self, split: str, message: str) -> None:
         if not self.skip:

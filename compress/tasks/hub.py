@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from compress.errors import DataError
 from compress.tasks import Example, TaskData, check_bio, register_task
 from compress.tasks.config import TaskConfig
 from compress.tasks.files import BadRows, check_labels, derive_labels
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SPLIT_NAMES = {"train": "train", "dev": "validation", "test": "test"}
 
@@ -16,7 +20,9 @@ def load_hub_splits(cfg: TaskConfig) -> dict:
 
     names = {**DEFAULT_SPLIT_NAMES, **cfg.split_names}
     try:
-        loaded = datasets.load_dataset(cfg.dataset, cfg.subset)
+        loaded = datasets.load_dataset(
+            cfg.dataset, cfg.subset, revision=cfg.revision, data_files=cfg.data_files
+        )
     except Exception as exc:  # network, auth and missing-dataset errors all land here
         raise DataError(
             f"could not load dataset {cfg.dataset!r}"
@@ -41,6 +47,9 @@ def hub_examples(
     for i, row in enumerate(rows):
         where = f"{cfg.dataset}[{split}] row {i}"
         if cfg.type == "ner":
+            if not row[cfg.tokens_column]:  # e.g. the empty last sentence of MSRA's script era
+                bad.empty[split] = bad.empty.get(split, 0) + 1
+                continue
             tags = [
                 names[t] if names and isinstance(t, int) else str(t) for t in row[cfg.tags_column]
             ]
@@ -87,5 +96,9 @@ def hub_task(cfg: TaskConfig) -> TaskData:
     )
     data = TaskData(cfg.dataset, cfg.type, list(labels), splits)
     check_labels(data, bad, {})
-    data.stats.update(skipped=bad.skipped, dropped_labels=bad.dropped, source=cfg.dataset)
+    data.stats.update(
+        skipped=bad.skipped, dropped_labels=bad.dropped, empty=bad.empty, source=cfg.dataset
+    )
+    if bad.empty:
+        log.info("skipped empty sentences: %s", bad.empty)
     return data
