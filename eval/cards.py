@@ -35,6 +35,9 @@ def card_text(name: str, manifest: Manifest, rows: list[MetricRow], report: Repo
         "",
         f"## Measured ({report.metric})",
         "",
+        f"Scored on the {report.split_description or report.split} split, "
+        f"{report.examples} examples.",
+        "",
         "| runtime | device | precision | score | MB | b1 p50 ms |",
         "|---|---|---|---|---|---|",
     ]

@@ -214,6 +214,7 @@ def evaluate_artifacts(
         task=task.name,
         metric=task.metric,
         split=cfg.split,
+        split_description=task.split_name(cfg.split),
         examples=len(task.splits[cfg.split][: cfg.max_examples or None]),
         reference=reference,
         steps=list(dict.fromkeys(v.step for v in found)),

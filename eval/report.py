@@ -95,12 +95,19 @@ def _table(rows: list[MetricRow], ref: MetricRow, title: str) -> list[str]:
     )
 
 
+def _split(report: Metrics) -> str:
+    described = report.split_description
+    if described and described != report.split:
+        return f"scored on {described}"
+    return f"{report.split} split"
+
+
 def render_markdown(report: Report) -> str:
     rows, hw = report.rows, report.hardware
     lines = [
         f"# {report.recipe}: size against {report.metric}",
         "",
-        f"Task `{report.task}`, {report.split} split ({report.examples} examples), "
+        f"Task `{report.task}`, {_split(report)} ({report.examples} examples), "
         f"metric {report.metric} in points. Δ and kept are against `{report.reference}`. "
         f"Latency: sequence length {rows[0].seq_len if rows else '?'}, p50 over repeated "
         f"interleaved runs; speedup is over `{report.reference}` on the same device, in the same "

@@ -47,6 +47,7 @@ class Metrics(BaseModel):
     task: str
     metric: str
     split: str
+    split_description: str = ""  # what the split really is (e.g. CLUE's dev under "test")
     examples: int
     reference: str  # the variant every row is compared with
     steps: list[str]  # the finished steps in scope, rows or not (an fp16 model has no CPU row)

@@ -111,7 +111,7 @@ def _fake_hub(monkeypatch, features, rows, splits=("train", "validation", "test"
     calls = []
     split = datasets.Dataset.from_dict(rows, features=datasets.Features(features))
 
-    def load_dataset(name, subset=None):
+    def load_dataset(name, subset=None, **options):
         calls.append((name, subset))
         return datasets.DatasetDict({s: split for s in splits})
 
@@ -135,24 +135,6 @@ def test_hub_xnli_uses_its_id_subset_and_class_names(monkeypatch):
     assert calls == [("facebook/xnli", "zh")]
     assert task.splits["test"][0].text_pair == "他在运动"
     assert task.splits["test"][0].label == "entailment"
-
-
-def test_hub_msra_ner_tags_from_class_labels(monkeypatch):
-    import datasets
-
-    names = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]
-    _, calls = _fake_hub(
-        monkeypatch,
-        {
-            "tokens": datasets.Sequence(datasets.Value("string")),
-            "ner_tags": datasets.Sequence(datasets.ClassLabel(names=names)),
-        },
-        {"tokens": [list("张伟在北京")], "ner_tags": [[1, 2, 0, 5, 6]]},
-        splits=("train", "test"),
-    )
-    task = load_task(TaskConfig(name="msra-ner"))
-    assert calls == [("levow/msra_ner", None)]
-    assert task.splits["dev"][0].tags == ("B-PER", "I-PER", "O", "B-LOC", "I-LOC")
 
 
 def test_hub_offline_error_names_the_dataset_and_the_local_way(monkeypatch):

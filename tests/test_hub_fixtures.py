@@ -106,8 +106,7 @@ def msra_copy(tmp_path) -> Path:
     sentences = [
         (list("张伟在北京工作"), [1, 2, 0, 5, 6, 0, 0]),
         (list("新华社报道"), [3, 4, 4, 0, 0]),
-        ([], []),  # the trailing empty sentence
-    ]
+    ] * 10 + [([], [])]  # the trailing empty sentence
     for split in ("train", "test"):
         _parquet(
             root / f"msra_ner/{split}/0000.parquet",
@@ -123,7 +122,98 @@ def msra_copy(tmp_path) -> Path:
 
 def test_msra_loads_from_the_parquet_revision_and_skips_the_empty_sentence(msra_copy):
     task = load_task(TaskConfig(name="msra-ner", dataset=str(msra_copy)))
-    train = task.splits["train"]
-    assert len(train) == 2 and task.stats["empty"] == {"train": 1, "dev": 1, "test": 1}
-    assert train[0].tags == ("B-PER", "I-PER", "O", "B-LOC", "I-LOC", "O", "O")
-    assert train[1].tags == ("B-ORG", "I-ORG", "I-ORG", "O", "O")
+    assert task.stats["empty"] == {"train": 1, "dev": 1, "test": 1}
+    tags = {ex.text: ex.tags for ex in task.splits["test"]}
+    assert tags["张伟在北京工作"] == ("B-PER", "I-PER", "O", "B-LOC", "I-LOC", "O", "O")
+    assert tags["新华社报道"] == ("B-ORG", "I-ORG", "I-ORG", "O", "O")
+
+
+def test_selection_never_uses_the_reported_split(msra_copy):
+    """MSRA has no dev split: checkpoints are chosen on a slice held out from train, and the
+    reported split keeps its real name."""
+    task = load_task(TaskConfig(name="msra-ner", dataset=str(msra_copy)))
+    assert len(task.splits["dev"]) == 2 and len(task.splits["train"]) == 18
+    assert len(task.splits["test"]) == 20
+    assert task.split_name("test").startswith("test ('test' split of")
+    assert "held out from" in task.split_name("dev")
+
+
+# The official XNLI 1.0 release (XNLI-1.0/xnli.dev.tsv, xnli.test.tsv): one tab-separated file
+# for all languages with a header row. Its readers (Google BERT's XnliProcessor, XLM's
+# get-data-xnli.sh, which cuts fields 1, 2, 7, 8) take column 0 as the language, 1 as the
+# gold label and 6/7 as sentence1/sentence2, and pandas readers of it address the columns
+# "sentence1"/"sentence2" by name. The columns after the eighth are not read by anyone here;
+# the fixture fills them as the MultiNLI layout it extends (parses, promptID, pairID, genre,
+# annotator labels) plus XNLI's tokenized copies. The XNLI-MT training file
+# (XNLI-MT-1.0/multinli/multinli.train.zh.tsv) has the header premise, hypo, label, with
+# "contradictory" for contradiction.
+XNLI_HEADER = [
+    "language",
+    "gold_label",
+    "sentence1_binary_parse",
+    "sentence2_binary_parse",
+    "sentence1_parse",
+    "sentence2_parse",
+    "sentence1",
+    "sentence2",
+    "promptID",
+    "pairID",
+    "genre",
+    "label1",
+    "label2",
+    "label3",
+    "label4",
+    "label5",
+    "sentence1_tokenized",
+    "sentence2_tokenized",
+    "match",
+]
+
+
+def _xnli_row(language, label, s1, s2, pair_id):
+    fields = dict.fromkeys(XNLI_HEADER, "")
+    fields.update(
+        language=language,
+        gold_label=label,
+        sentence1=s1,
+        sentence2=s2,
+        promptID="1",
+        pairID=pair_id,
+        genre="facetoface",
+        label1=label,
+        match="True",
+        sentence1_tokenized=" ".join(s1),
+        sentence2_tokenized=" ".join(s2),
+    )
+    return "\t".join(fields[c] for c in XNLI_HEADER)
+
+
+def test_xnli_reads_both_published_layouts(tmp_path):
+    train = tmp_path / "multinli.train.zh.tsv"
+    pairs = [
+        ("他在跑步", "他在运动", "entailment"),
+        ("天很冷", "天很热", "contradictory"),
+        ("她在读书", "她喜欢书", "neutral"),
+    ] * 4
+    train.write_text(
+        "premise\thypo\tlabel\n" + "".join(f"{a}\t{b}\t{c}\n" for a, b, c in pairs),
+        encoding="utf-8",
+    )
+    official = {}
+    for split in ("dev", "test"):
+        rows = [
+            _xnli_row("en", "neutral", "He runs.", "He moves.", "1e"),
+            _xnli_row("zh", "entailment", "他在跑步", "他在运动", "1e"),
+            _xnli_row("zh", "contradiction", "天很冷", "天很热", "2c"),
+            _xnli_row("fr", "neutral", "Il court.", "Il bouge.", "1n"),
+        ]
+        official[split] = tmp_path / f"xnli.{split}.tsv"
+        official[split].write_text("\t".join(XNLI_HEADER) + "\n" + "\n".join(rows) + "\n")
+    task = load_task(TaskConfig(name="xnli", train=train, **official))
+    assert task.labels == ["contradiction", "entailment", "neutral"]
+    assert [(e.text, e.text_pair, e.label) for e in task.splits["test"]] == [
+        ("他在跑步", "他在运动", "entailment"),
+        ("天很冷", "天很热", "contradiction"),
+    ]
+    assert task.stats["filtered"] == {"dev": 2, "test": 2}  # the en and fr rows
+    assert task.splits["train"][1].label == "contradiction"

@@ -176,7 +176,7 @@ def test_hub_task_maps_class_labels(monkeypatch):
     )
     split = datasets.Dataset.from_dict({"text": ["好", "差"], "label": [1, 0]}, features=features)
     dd = datasets.DatasetDict({"train": split, "validation": split, "test": split})
-    monkeypatch.setattr(datasets, "load_dataset", lambda name, subset=None: dd)
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, subset=None, **options: dd)
     task = load_task(TaskConfig(name="hub", type="classification", dataset="some/reviews"))
     assert task.labels == ["neg", "pos"] and task.splits["train"][0].label == "pos"
 

@@ -34,6 +34,11 @@ class TaskData:
     labels: list[str]
     splits: dict[str, list[Example]]
     stats: dict = field(default_factory=dict)
+    # what each evaluation split really is, where its name alone would mislead
+    split_names: dict[str, str] = field(default_factory=dict)
+
+    def split_name(self, split: str) -> str:
+        return self.split_names.get(split, split)
 
     @property
     def metric(self) -> str:

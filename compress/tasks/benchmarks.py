@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from compress.errors import RecipeError
 from compress.tasks import TaskData, register_task
 from compress.tasks.config import TaskConfig, TaskType
+from compress.tasks.files import PerFile
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,7 @@ class Benchmark:
     local: str  # the release's file format, for the user
     defaults: dict = field(default_factory=dict)  # TaskConfig fields for local files
     hub_defaults: dict = field(default_factory=dict)  # TaskConfig fields for the hub copy
+    per_file: PerFile | None = None  # adapts the options to one local file's layout
 
 
 NLI = ["contradiction", "entailment", "neutral"]
@@ -57,6 +60,26 @@ PAIR_TSV = {
 }
 MTEB_PAIRS = {"text_column": "sentence1", "text_pair_column": "sentence2", "label_column": "score"}
 
+# The official XNLI 1.0 dev/test files: one TSV for all 15 languages, a header naming
+# language, gold_label, ..., sentence1 (7th), sentence2 (8th), ...; Google BERT's XnliProcessor
+# keeps language == "zh" and reads text_a = sentence1, text_b = sentence2, label = gold_label.
+XNLI_OFFICIAL = {
+    "text_column": "sentence1",
+    "text_pair_column": "sentence2",
+    "label_column": "gold_label",
+    "keep_rows": {"language": "zh"},
+}
+
+
+def xnli_layout(path: Path, cfg: TaskConfig) -> TaskConfig:
+    """The options for one XNLI file: the official multi-language layout, or XNLI-MT's."""
+    with path.open(encoding="utf-8-sig") as fh:
+        header = fh.readline().rstrip("\r\n").split("\t")
+    if header[:2] != ["language", "gold_label"]:
+        return cfg
+    return cfg.model_copy(update=XNLI_OFFICIAL)
+
+
 BENCHMARKS = [
     Benchmark(
         "chnsenticorp",
@@ -87,7 +110,8 @@ BENCHMARKS = [
         "classification",
         "XNLI Chinese sentence-pair inference",
         "facebook/xnli:zh",
-        "TSV with header premise<TAB>hypo<TAB>label",
+        "XNLI-MT train TSV (premise, hypo, label) and the official xnli.dev.tsv/xnli.test.tsv "
+        "(all languages; zh rows kept)",
         {
             "text_column": "premise",
             "text_pair_column": "hypo",
@@ -95,6 +119,7 @@ BENCHMARKS = [
             "label_map": {"contradictory": "contradiction"},
         },
         {"text_column": "premise", "text_pair_column": "hypothesis"},
+        per_file=xnli_layout,
     ),
     Benchmark(
         "ocnli",
@@ -183,7 +208,7 @@ def _loader(bench: Benchmark):
         from compress.tasks.hub import hub_task
 
         cfg = configure(cfg, bench)
-        data = local_files(cfg) if cfg.train is not None else hub_task(cfg)
+        data = local_files(cfg, bench.per_file) if cfg.train is not None else hub_task(cfg)
         data.name = bench.name
         return data
 

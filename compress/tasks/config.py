@@ -44,6 +44,9 @@ class TaskConfig(BaseModel):
     labels: list[str] | None = None
     label_map: dict[str, str] = Field(default_factory=dict)
     drop_labels: list[str] = Field(default_factory=list, description="labels marked unusable")
+    keep_rows: dict[str, str] = Field(
+        default_factory=dict, description="local files: keep rows whose column has this value"
+    )
     on_bad_rows: Literal["error", "skip"] = "error"
     encoding: str = Field("utf-8", description="of local files, e.g. gb18030 for GBK data")
     # splitting a corpus that ships as one file, and trimming for quick runs

@@ -6,7 +6,7 @@ import csv
 import io
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from compress.errors import DataError
@@ -16,6 +16,7 @@ from compress.tasks.config import TaskConfig
 log = logging.getLogger(__name__)
 
 Row = tuple[int, dict]  # (line number, fields)
+PerFile = Callable[[Path, TaskConfig], TaskConfig]
 
 
 class BadRows:
@@ -26,6 +27,7 @@ class BadRows:
         self.skipped: dict[str, int] = {}
         self.dropped: dict[str, int] = {}  # labels the task marks unusable, filtered by design
         self.empty: dict[str, int] = {}  # empty sentences, skipped
+        self.filtered: dict[str, int] = {}  # rows task.keep_rows leaves out
 
     def __call__(self, split: str, message: str) -> None:
         if not self.skip:
@@ -135,6 +137,9 @@ def classification_examples(path: Path, split: str, cfg: TaskConfig, bad: BadRow
                 f"{where}: no column {missing[0]!r} (columns: {sorted(row)}); "
                 "set task.text_column / task.label_column / task.text_pair_column"
             )
+        if any(str(row.get(k, "")) != v for k, v in cfg.keep_rows.items()):
+            bad.filtered[split] = bad.filtered.get(split, 0) + 1
+            continue
         nested = [c for c in columns if isinstance(row[c], (dict, list))]
         if nested:
             bad(split, f"{where}: column {nested[0]!r} holds a {type(row[nested[0]]).__name__}")
@@ -226,11 +231,16 @@ def check_labels(data: TaskData, bad: BadRows, files: dict[str, Path]) -> None:
     "your own files: task.train/dev/test (csv, tsv, jsonl; conll for ner)",
     sources=("local",),
 )
-def local_files(cfg: TaskConfig) -> TaskData:
+def local_files(cfg: TaskConfig, per_file: PerFile | None = None) -> TaskData:
+    """The task from its local files; ``per_file(path, cfg)`` may adapt the options to one
+    file's layout (a benchmark whose splits ship in different formats)."""
     assert cfg.type is not None and cfg.train is not None  # check_task_config
     bad = BadRows(cfg.on_bad_rows == "skip")
     paths = {s: p for s, p in (("train", cfg.train), ("dev", cfg.dev), ("test", cfg.test)) if p}
-    splits = {split: _read_split(path, split, cfg, bad) for split, path in paths.items()}
+    splits = {
+        split: _read_split(path, split, per_file(path, cfg) if per_file else cfg, bad)
+        for split, path in paths.items()
+    }
     if "dev" not in splits or "test" not in splits:
         log.info(
             "no dev/test file: cutting dev %d and test %d from train", cfg.dev_size, cfg.test_size
@@ -239,7 +249,7 @@ def local_files(cfg: TaskConfig) -> TaskData:
         splits = {s: splits.get(s, cut[s]) if s != "train" else cut["train"] for s in cut}
     data = TaskData(cfg.name, cfg.type, derive_labels(cfg, splits["train"]), splits)
     check_labels(data, bad, paths)
-    data.stats.update(skipped=bad.skipped, dropped_labels=bad.dropped)
+    data.stats.update(skipped=bad.skipped, dropped_labels=bad.dropped, filtered=bad.filtered)
     if bad.skipped:
         log.warning("skipped bad rows: %s", bad.skipped)
     if bad.dropped:
