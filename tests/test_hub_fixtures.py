@@ -134,8 +134,9 @@ def test_selection_never_uses_the_reported_split(msra_copy):
     task = load_task(TaskConfig(name="msra-ner", dataset=str(msra_copy)))
     assert len(task.splits["dev"]) == 2 and len(task.splits["train"]) == 18
     assert len(task.splits["test"]) == 20
-    assert task.split_name("test").startswith("test ('test' split of")
-    assert "held out from" in task.split_name("dev")
+    assert task.split_name("test").startswith("'test' split of")
+    assert task.split_name("test").endswith("never used for selection")
+    assert "held out from train" in task.split_name("dev")
 
 
 # The official XNLI 1.0 release (XNLI-1.0/xnli.dev.tsv, xnli.test.tsv): one tab-separated file
@@ -217,3 +218,51 @@ def test_xnli_reads_both_published_layouts(tmp_path):
     ]
     assert task.stats["filtered"] == {"dev": 2, "test": 2}  # the en and fr rows
     assert task.splits["train"][1].label == "contradiction"
+
+
+# HFL's People's Daily NER (Chinese-BERT-wwm data/peopledaily/peopledaily.zip, the copy of
+# ProHiryu/bert-chinese-ner data/): train.txt and dev.txt, one "char tag" pair per line separated
+# by a space, a blank line between sentences, BIO tags over PER/LOC/ORG, no test file. The lines
+# below are the first sentence of ProHiryu/bert-chinese-ner data/dev.txt.
+PD_SENTENCE = [
+    ("中", "B-ORG"),
+    ("共", "I-ORG"),
+    ("中", "I-ORG"),
+    ("央", "I-ORG"),
+    ("致", "O"),
+    ("中", "B-ORG"),
+    ("国", "I-ORG"),
+    ("致", "I-ORG"),
+    ("公", "I-ORG"),
+    ("党", "I-ORG"),
+    ("十", "I-ORG"),
+    ("一", "I-ORG"),
+    ("大", "I-ORG"),
+    ("的", "O"),
+    ("贺", "O"),
+    ("词", "O"),
+]
+PD_OTHER = [
+    ("邓", "B-PER"),
+    ("小", "I-PER"),
+    ("平", "I-PER"),
+    ("在", "O"),
+    ("北", "B-LOC"),
+    ("京", "I-LOC"),
+]
+
+
+def test_peoples_daily_reads_hfl_files_and_reports_their_dev(tmp_path):
+    def write(name, n):
+        block = lambda sent: "\n".join(f"{c} {t}" for c, t in sent)  # noqa: E731
+        text = "\n\n".join(block(PD_SENTENCE if i % 2 else PD_OTHER) for i in range(n))
+        (tmp_path / name).write_text(text + "\n", encoding="utf-8")
+        return tmp_path / name
+
+    task = load_task(
+        TaskConfig(name="peoples-daily-ner", train=write("train.txt", 40), dev=write("dev.txt", 6))
+    )
+    assert len(task.splits["test"]) == 6  # HFL's dev.txt is what gets scored
+    assert len(task.splits["dev"]) == 4 and len(task.splits["train"]) == 36  # selection slice
+    assert task.split_name("test") == "dev.txt of peoples-daily-ner, never used for selection"
+    assert task.splits["test"][1].tags == tuple(t for _, t in PD_SENTENCE)

@@ -194,3 +194,21 @@ def check_bio(tags: list[str] | tuple[str, ...], where: str) -> None:
 
 def bio_labels(entity_types: list[str] | set[str]) -> list[str]:
     return ["O"] + [f"{p}-{t}" for t in sorted(entity_types) for p in ("B", "I")]
+
+
+def hold_out_selection(data: TaskData, cfg: TaskConfig, reported: str) -> None:
+    """When the split a task is scored on is also its only selection split (CLUE hides its test
+    labels; MSRA has no dev; HFL's People's Daily has no test), checkpoints are chosen on a
+    seeded slice held out from train instead, so the reported score is not best-of-N on the
+    data it is reported on. ``reported`` names the scored split honestly."""
+    train = list(data.splits["train"])
+    size = max(1, min(cfg.dev_size, len(train) // 10))
+    random.Random(cfg.split_seed).shuffle(train)
+    data.splits["dev"], data.splits["train"] = train[:size], train[size:]
+    data.split_names = {
+        "dev": f"{size} examples held out from train, for checkpoint selection",
+        "test": f"{reported}, never used for selection",
+    }
+    log.info(
+        "selecting checkpoints on %d examples held out from train; scoring on %s", size, reported
+    )

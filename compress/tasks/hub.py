@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from compress.errors import DataError
-from compress.tasks import Example, TaskData, check_bio, register_task
+from compress.tasks import Example, TaskData, check_bio, hold_out_selection, register_task
 from compress.tasks.config import TaskConfig
 from compress.tasks.files import BadRows, check_labels, derive_labels
 
@@ -98,7 +98,7 @@ def hub_task(cfg: TaskConfig) -> TaskData:
     source_names = {**DEFAULT_SPLIT_NAMES, **cfg.split_names}
     data.split_names = {s: f"{source_names[s]} split of {cfg.dataset}" for s in ("dev", "test")}
     if source_names["dev"] == source_names["test"]:
-        hold_out_selection(data, cfg, source_names["test"])
+        hold_out_selection(data, cfg, f"{source_names['test']!r} split of {cfg.dataset}")
     check_labels(data, bad, {})
     data.stats.update(
         skipped=bad.skipped, dropped_labels=bad.dropped, empty=bad.empty, source=cfg.dataset
@@ -106,25 +106,3 @@ def hub_task(cfg: TaskConfig) -> TaskData:
     if bad.empty:
         log.info("skipped empty sentences: %s", bad.empty)
     return data
-
-
-def hold_out_selection(data: TaskData, cfg: TaskConfig, shared: str) -> None:
-    """When dev and test would be the same split (CLUE hides its test labels; MSRA has no dev),
-    checkpoints are chosen on a seeded slice held out from train instead, so the reported score
-    is not best-of-N on the data it is reported on."""
-    import random
-
-    train = list(data.splits["train"])
-    size = max(1, min(cfg.dev_size, len(train) // 10))
-    random.Random(cfg.split_seed).shuffle(train)
-    data.splits["dev"], data.splits["train"] = train[:size], train[size:]
-    reported = "dev" if shared == "validation" else shared
-    data.split_names = {
-        "dev": f"{size} examples held out from {cfg.dataset} train, for checkpoint selection",
-        "test": f"{reported} ({shared!r} split of {cfg.dataset}; never used for selection)",
-    }
-    log.info(
-        "dev and test are both %r: selecting checkpoints on %d held-out train examples",
-        shared,
-        size,
-    )
