@@ -266,3 +266,173 @@ def test_peoples_daily_reads_hfl_files_and_reports_their_dev(tmp_path):
     assert len(task.splits["dev"]) == 4 and len(task.splits["train"]) == 36  # selection slice
     assert task.split_name("test") == "dev.txt of peoples-daily-ner, never used for selection"
     assert task.splits["test"][1].tags == tuple(t for _, t in PD_SENTENCE)
+
+
+def _card(root: Path, configs: dict[str, dict[str, str]], info: str) -> None:
+    """README.md front matter as the hub writes it: ``dataset_info`` (features) and ``configs``
+    (config name -> split -> data file pattern)."""
+    import yaml
+
+    block = [
+        {"config_name": name, "data_files": [{"split": s, "path": p} for s, p in files.items()]}
+        for name, files in configs.items()
+    ]
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "README.md").write_text(
+        f"---\n{info}{yaml.safe_dump({'configs': block}, sort_keys=False)}---\n",
+        encoding="utf-8",
+    )
+
+
+TNEWS_CODES = [
+    "100",
+    "101",
+    "102",
+    "103",
+    "104",
+    "106",
+    "107",
+    "108",
+    "109",
+    "110",
+    "112",
+    "113",
+    "114",
+    "115",
+    "116",
+]
+
+
+@pytest.fixture
+def clue_copy(tmp_path) -> Path:
+    """clue/clue: one config per task. Its card's ``dataset_info`` declares tnews as
+    ``sentence`` (string), ``label`` (ClassLabel '100'..'116', 15 names), ``idx`` (int32), and
+    ocnli as ``sentence1``, ``sentence2``, ``label`` (ClassLabel neutral, entailment,
+    contradiction), ``idx``; CLUE's test labels are hidden (-1). Data files follow the hub's
+    per-config layout (``<config>/<split>-00000-of-00001.parquet``, as facebook/xnli has)."""
+    root = tmp_path / "clue"
+    tnews = datasets.Features(
+        {
+            "sentence": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=TNEWS_CODES),
+            "idx": datasets.Value("int32"),
+        }
+    )
+    ocnli = datasets.Features(
+        {
+            "sentence1": datasets.Value("string"),
+            "sentence2": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=["neutral", "entailment", "contradiction"]),
+            "idx": datasets.Value("int32"),
+        }
+    )
+    titles = ["股市大涨创新高", "球队赢得总冠军", "新款手机发布", "电影票房破纪录"] * 5
+    pairs = [("他在跑步", "他在运动"), ("天很冷", "天很热")] * 10
+    for split in ("train", "validation", "test"):
+        hidden = split == "test"
+        _parquet(
+            root / f"tnews/{split}-00000-of-00001.parquet",
+            {
+                "sentence": titles,
+                "label": [-1 if hidden else i % 4 for i in range(20)],
+                "idx": list(range(20)),
+            },
+            tnews,
+        )
+        _parquet(
+            root / f"ocnli/{split}-00000-of-00001.parquet",
+            {
+                "sentence1": [a for a, _ in pairs],
+                "sentence2": [b for _, b in pairs],
+                "label": [-1 if hidden else 1 + i % 2 for i in range(20)],
+                "idx": list(range(20)),
+            },
+            ocnli,
+        )
+    splits = ("train", "validation", "test")
+    _card(
+        root,
+        {c: {s: f"{c}/{s}-*" for s in splits} for c in ("tnews", "ocnli")},
+        "",
+    )
+    return root
+
+
+@pytest.mark.parametrize("name", ["tnews", "ocnli"])
+def test_clue_tasks_score_on_dev_and_select_on_held_out_train(clue_copy, name):
+    task = load_task(TaskConfig(name=name, dataset=str(clue_copy)))
+    assert len(task.splits["test"]) == 20  # CLUE's validation split, as LERT reports it
+    assert len(task.splits["dev"]) == 2 and len(task.splits["train"]) == 18
+    assert task.split_name("test").startswith("'validation' split of")
+    if name == "tnews":
+        assert task.labels == TNEWS_CODES and task.splits["test"][0].label == "100"
+    else:
+        assert task.splits["test"][0].label == "entailment"
+
+
+@pytest.fixture
+def xnli_copy(tmp_path) -> Path:
+    """facebook/xnli: config ``zh`` with ``zh/{train,test,validation}-00000-of-00001.parquet``
+    (the "Add zh data files" commit) and features premise, hypothesis (strings) and label
+    (ClassLabel entailment, neutral, contradiction), as its card declares."""
+    root = tmp_path / "xnli"
+    features = datasets.Features(
+        {
+            "premise": datasets.Value("string"),
+            "hypothesis": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=["entailment", "neutral", "contradiction"]),
+        }
+    )
+    rows = {
+        "premise": ["他在跑步", "天很冷"] * 5,
+        "hypothesis": ["他在运动", "天很热"] * 5,
+        "label": [0, 2] * 5,
+    }
+    for split in ("train", "test", "validation"):
+        _parquet(root / f"zh/{split}-00000-of-00001.parquet", rows, features)
+    _card(root, {"zh": {s: f"zh/{s}-*" for s in ("train", "test", "validation")}}, "")
+    return root
+
+
+def test_hub_xnli_zh(xnli_copy):
+    task = load_task(TaskConfig(name="xnli", dataset=str(xnli_copy)))
+    first = task.splits["test"][0]
+    assert (first.text, first.text_pair, first.label) == ("他在跑步", "他在运动", "entailment")
+    assert len(task.splits["dev"]) == 10  # XNLI has its own validation split
+
+
+@pytest.fixture
+def lcqmc_copy(tmp_path) -> Path:
+    """C-MTEB/LCQMC: ``data/{train,validation,test}-00000-of-00001-<hash>.parquet`` (the file
+    names of its main branch) with ``sentence1``, ``sentence2`` and an integer ``score`` (0/1),
+    the C-MTEB pair-classification layout (QBQTC's card declares score as int64)."""
+    root = tmp_path / "LCQMC"
+    features = datasets.Features(
+        {
+            "sentence1": datasets.Value("string"),
+            "sentence2": datasets.Value("string"),
+            "score": datasets.Value("int64"),
+        }
+    )
+    rows = {
+        "sentence1": ["怎么开通花呗", "今天天气"] * 5,
+        "sentence2": ["花呗如何开通", "明天吃什么"] * 5,
+        "score": [1, 0] * 5,
+    }
+    names = {
+        "train": "83493a6b9e29a4d0",
+        "validation": "ae04bea7d65ea894",
+        "test": "cb3f2553acbb3663",
+    }
+    for split, digest in names.items():
+        _parquet(root / f"data/{split}-00000-of-00001-{digest}.parquet", rows, features)
+    _card(root, {"default": {s: f"data/{s}-*" for s in names}}, "")
+    return root
+
+
+@pytest.mark.parametrize("name", ["lcqmc", "bq"])
+def test_cmteb_pairs(lcqmc_copy, name):
+    task = load_task(TaskConfig(name=name, dataset=str(lcqmc_copy)))
+    assert task.labels == ["0", "1"]
+    first = task.splits["test"][0]
+    assert (first.text, first.text_pair, first.label) == ("怎么开通花呗", "花呗如何开通", "1")
