@@ -37,20 +37,45 @@ def word_tags(
     return tags
 
 
-def score(task: TaskData, examples: list[Example], enc: Encoded, logits: list[np.ndarray]) -> float:
-    """The task's metric as a fraction in [0, 1]."""
+def predicted_labels(task: TaskData, enc: Encoded, logits: list[np.ndarray]) -> list:
+    """The label of each example (classification) or the tag of each character (NER)."""
     if task.type == "classification":
-        predicted = np.array([int(np.argmax(row)) for row in logits])
-        return float((predicted == np.array(enc.labels)).mean())
-    from seqeval.metrics import f1_score
-
+        return [task.labels[int(np.argmax(row))] for row in logits]
     assert enc.word_ids is not None and enc.n_words is not None
-    predicted_tags = [
+    return [
         word_tags(lg, wids, n, task.labels)
         for lg, wids, n in zip(logits, enc.word_ids, enc.n_words, strict=True)
     ]
-    gold = [list(ex.tags) for ex in examples]
-    return float(f1_score(gold, predicted_tags))
+
+
+def example_counts(task: TaskData, examples: list[Example], predicted: list) -> np.ndarray:
+    """Per-example sufficient statistics of the metric, so that the metric of any subset or
+    resample is a function of their sums: ``[correct]`` for accuracy; ``[true positive,
+    predicted, gold]`` entities for entity F1 (seqeval's default entity rules)."""
+    if task.type == "classification":
+        return np.array([[float(p == ex.label)] for p, ex in zip(predicted, examples, strict=True)])
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    rows = []
+    for tags, ex in zip(predicted, examples, strict=True):
+        pred, gold = set(get_entities(list(tags))), set(get_entities(list(ex.tags)))
+        rows.append([len(pred & gold), len(pred), len(gold)])
+    return np.array(rows, dtype=float).reshape(-1, 3)
+
+
+def score_counts(task_type: str, counts: np.ndarray) -> float:
+    """The task metric of per-example ``counts`` (``example_counts``) as a fraction:
+    accuracy, or entity F1 = 2 TP / (predicted + gold)."""
+    if task_type == "classification":
+        return float(counts[:, 0].mean()) if len(counts) else 0.0
+    tp, pred, gold = counts.sum(0)
+    return float(2 * tp / (pred + gold)) if pred + gold else 0.0
+
+
+def score(task: TaskData, examples: list[Example], enc: Encoded, logits: list[np.ndarray]) -> float:
+    """The task's metric as a fraction in [0, 1]."""
+    predicted = predicted_labels(task, enc, logits)
+    return score_counts(task.type, example_counts(task, examples, predicted))
 
 
 def torch_forward(model, device: str = "cpu") -> Forward:
@@ -73,3 +98,46 @@ def evaluate_torch(
     result = score(task, examples, enc, predict(torch_forward(model, device), enc, batch_size))
     model.train(was_training)
     return result
+
+
+def per_class(task: TaskData, examples: list[Example], predicted: list) -> dict[str, dict]:
+    """Precision, recall, F1 and support per class (classification) or per entity type (NER)."""
+    if task.type == "ner":
+        from seqeval.metrics import classification_report
+
+        report = classification_report(
+            [list(ex.tags) for ex in examples],
+            [list(p) for p in predicted],
+            output_dict=True,
+            zero_division=0,
+        )
+        return {
+            name: {
+                "precision": float(v["precision"]),
+                "recall": float(v["recall"]),
+                "f1": float(v["f1-score"]),
+                "support": int(v["support"]),
+            }
+            for name, v in report.items()
+            if not name.endswith(" avg")
+        }
+    gold = [ex.label for ex in examples]
+    out = {}
+    for label in task.labels:
+        tp = sum(p == g == label for p, g in zip(predicted, gold, strict=True))
+        n_pred, n_gold = predicted.count(label), gold.count(label)
+        precision = tp / n_pred if n_pred else 0.0
+        recall = tp / n_gold if n_gold else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        out[label] = {"precision": precision, "recall": recall, "f1": f1, "support": n_gold}
+    return out
+
+
+def majority_prediction(task: TaskData, examples: list[Example]) -> tuple[str, list]:
+    """The trivial baseline: the most frequent train label for every example (classification)
+    or all-O (NER), with its description."""
+    if task.type == "ner":
+        return "all O", [["O"] * len(ex.tags or ()) for ex in examples]
+    labels = [ex.label for ex in task.splits["train"]]
+    common = max(task.labels, key=labels.count)
+    return f"always {common!r} (most frequent in train)", [common] * len(examples)

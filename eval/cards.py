@@ -38,13 +38,13 @@ def card_text(name: str, manifest: Manifest, rows: list[MetricRow], report: Repo
         f"Scored on the {report.split_description or report.split} split, "
         f"{report.examples} examples.",
         "",
-        "| runtime | device | precision | score | MB | b1 p50 ms |",
+        "| runtime | device | precision | score [95% CI] | MB | b1 p50 ms |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
         b1 = r.latency_ms.get("b1")
         lines.append(
-            f"| {r.runtime} | {r.device} | {r.precision} | {r.score * 100:.2f} | "
+            f"| {r.runtime} | {r.device} | {r.precision} | {r.score * 100:.2f}{_ci(r)} | "
             f"{r.size_mb:.1f} | {'–' if b1 is None else f'{b1.p50:.1f}'} |"
         )
     if not rows:
@@ -64,3 +64,7 @@ def write_model_cards(root: Path, report: Report, manifest: Manifest) -> None:
         (directory / "README.md").write_text(
             card_text(name, manifest, rows, report), encoding="utf-8"
         )
+
+
+def _ci(row: MetricRow) -> str:
+    return f" [{row.score_ci[0] * 100:.1f}, {row.score_ci[1] * 100:.1f}]" if row.score_ci else ""

@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -16,7 +17,14 @@ from compress.lineage import current_steps
 from compress.manifest import Manifest, package_versions, write_json
 from compress.models import load_tokenizer
 from compress.recipe import EvaluateConfig, Recipe
-from compress.scoring import predict, score
+from compress.scoring import (
+    example_counts,
+    majority_prediction,
+    per_class,
+    predict,
+    predicted_labels,
+    score_counts,
+)
 from compress.tasks import TaskData
 from eval.hardware import hardware
 from eval.latency import interleaved_timings, latency_batch, summarize, timed_call
@@ -29,7 +37,8 @@ from eval.runtimes import (
     size_mb,
     torch_precision,
 )
-from eval.schema import Latency, MetricRow, Metrics
+from eval.schema import Baseline, Latency, MetricRow, Metrics
+from eval.stats import paired_delta, score_interval, within_noise
 
 log = logging.getLogger(__name__)
 
@@ -105,14 +114,17 @@ def score_variant(
     threads: int,
     max_examples: int | None,
     precision: str | None = None,
-) -> tuple[MetricRow, Runtime]:
+) -> tuple[MetricRow, Runtime, np.ndarray]:
+    """One row, its runtime (for latency) and its per-example counts (for intervals)."""
     examples = task.splits[split][:max_examples] if max_examples else task.splits[split]
     enc = encode(examples, load_tokenizer(variant.tokenizer_dir), task, max_len)
     gc.collect()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     rt = load_runtime(variant.path, task.type, device, threads, precision)
-    value = score(task, examples, enc, predict(rt.forward, enc))
+    predicted = predicted_labels(task, enc, predict(rt.forward, enc))
+    counts = example_counts(task, examples, predicted)
+    value = score_counts(task.type, counts)
     # GPU: peak allocated while scoring; CPU rows get a fresh-process measurement later
     memory = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
     row = MetricRow(
@@ -128,6 +140,8 @@ def score_variant(
         seq_len=max_len,
         memory_mb=None if memory is None else round(memory, 1),
         path=str(variant.path),
+        score_ci=[round(v, 5) for v in score_interval(task.type, counts)],
+        per_class=per_class(task, examples, predicted),
     )
     log.info(
         "%s on %s (%s %s): %s %.4f",
@@ -138,7 +152,38 @@ def score_variant(
         task.metric,
         value,
     )
-    return row, rt
+    return row, rt, counts
+
+
+def compare_with_reference(
+    rows: list[tuple[MetricRow, np.ndarray]], reference: str, task_type: str
+) -> None:
+    """Each row's paired difference from the reference variant on the same examples (the
+    reference's row on the same device, else its first row)."""
+    refs = [(row, counts) for row, counts in rows if row.variant == reference]
+    for row, counts in rows:
+        ref = next((r for r in refs if r[0].device == row.device), refs[0] if refs else None)
+        if ref is None:
+            continue
+        delta, interval = paired_delta(task_type, counts, ref[1])
+        row.delta, row.delta_ci = round(delta, 5), [round(v, 5) for v in interval]
+        row.within_noise = within_noise(interval)
+
+
+def majority_baseline(task: TaskData, split: str, max_examples: int | None, ref_counts):
+    """The trivial predictor's score and interval, and its distance from the reference."""
+    examples = task.splits[split][:max_examples] if max_examples else task.splits[split]
+    described, predicted = majority_prediction(task, examples)
+    counts = example_counts(task, examples, predicted)
+    baseline = Baseline(
+        prediction=described,
+        score=round(score_counts(task.type, counts), 5),
+        score_ci=[round(v, 5) for v in score_interval(task.type, counts)],
+    )
+    if ref_counts is not None:
+        delta, interval = paired_delta(task.type, counts, ref_counts)
+        baseline.delta, baseline.delta_ci = round(delta, 5), [round(v, 5) for v in interval]
+    return baseline
 
 
 def measure_latency(
@@ -185,28 +230,23 @@ def evaluate_artifacts(
     threads = cfg.threads or os.cpu_count() or 1
     manifest = Manifest(root)
     found = variants(manifest, steps)
-    loaded = []
-    for variant in found:
-        for device in usable_devices(cfg.devices):
-            for precision in runs_for(variant, device, cfg.gpu_precisions):
-                loaded.append(
-                    score_variant(
-                        variant,
-                        device,
-                        task,
-                        cfg.split,
-                        max_seq_len,
-                        threads,
-                        cfg.max_examples,
-                        precision,
-                    )
-                )
+    scored = [
+        score_variant(
+            variant, device, task, cfg.split, max_seq_len, threads, cfg.max_examples, precision
+        )
+        for variant in found
+        for device in usable_devices(cfg.devices)
+        for precision in runs_for(variant, device, cfg.gpu_precisions)
+    ]
+    loaded = [(row, rt) for row, rt, _ in scored]
+    reference = reference or (found[0].name if found else "")
+    compare_with_reference([(row, counts) for row, _, counts in scored], reference, task.type)
+    ref_counts = next((c for row, _, c in scored if row.variant == reference), None)
     for row, _ in loaded:
         if row.device == "cpu" and cfg.memory:
             row.memory_mb = peak_rss_mb(
                 Path(row.path), task.type, max(cfg.batch_sizes), cfg.seq_len, threads
             )
-    reference = reference or (found[0].name if found else "")
     if cfg.latency:
         measure_latency(loaded, cfg, reference)
     metrics = Metrics(
@@ -222,6 +262,7 @@ def evaluate_artifacts(
         hardware=hardware(threads),
         versions=package_versions(),
         rows=[row for row, _ in loaded],
+        majority=majority_baseline(task, cfg.split, cfg.max_examples, ref_counts),
     )
     (root / "eval").mkdir(exist_ok=True)
     write_json(root / "eval" / "metrics.json", metrics.model_dump(mode="json"))

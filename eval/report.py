@@ -36,11 +36,15 @@ def recommendations(
     rows: list[MetricRow], reference: MetricRow | None, batch: str = "b1"
 ) -> dict[str, MetricRow | None]:
     """Per target, the variant chosen from the numbers (None when nothing qualifies): the
-    smallest, and the fastest per device, among rows within one point of ``reference``."""
+    smallest, and the fastest per device, among rows within one point of ``reference``.
+
+    "Within one point" is decided on the paired interval when there is one: its lower bound
+    must be above -1 point, so a loss that may well be larger than a point does not qualify.
+    """
     out: dict[str, MetricRow | None] = {}
     if not rows or reference is None:
         return out
-    ok = [r for r in rows if r.score >= reference.score - WITHIN]
+    ok = [r for r in rows if within_one_point(r, reference)]
     out["smallest"] = min(ok, key=lambda r: (r.size_mb, -r.score), default=None)
     for device in sorted({r.device for r in rows}):
         timed = [r for r in ok if r.device == device and batch in r.latency_ms]
@@ -48,8 +52,28 @@ def recommendations(
     return out
 
 
+def within_one_point(row: MetricRow, reference: MetricRow) -> bool:
+    if row.delta_ci:
+        return row.delta_ci[0] > -WITHIN
+    return row.score >= reference.score - WITHIN
+
+
+def _points(interval: list[float], signed: bool = False) -> str:
+    if not interval:
+        return ""
+    fmt = "{:+.1f}" if signed else "{:.1f}"
+    return f" [{fmt.format(interval[0] * 100)}, {fmt.format(interval[1] * 100)}]"
+
+
+def _delta_cell(row: MetricRow, ref: MetricRow) -> str:
+    if row.variant == ref.variant:
+        return "reference"
+    delta = (row.delta if row.delta is not None else row.score - ref.score) * 100
+    text = f"{delta:+.2f}{_points(row.delta_ci, signed=True)}"
+    return text + (" within noise" if row.within_noise else "")
+
+
 def _fmt_row(row: MetricRow, ref: MetricRow, batches: list[str]) -> str:
-    delta = (row.score - ref.score) * 100
     kept = 100 * row.score / ref.score if ref.score else float("nan")
     cells = [
         row.variant,
@@ -59,8 +83,8 @@ def _fmt_row(row: MetricRow, ref: MetricRow, batches: list[str]) -> str:
         row.precision,
         f"{row.params / 1e6:.2f}",
         f"{row.size_mb:.1f}",
-        f"{row.score * 100:.2f}",
-        f"{delta:+.2f}",
+        f"{row.score * 100:.2f}{_points(row.score_ci)}",
+        _delta_cell(row, ref),
         f"{kept:.1f}%",
     ]
     for b in batches:
@@ -81,8 +105,8 @@ def _table(rows: list[MetricRow], ref: MetricRow, title: str) -> list[str]:
             "precision",
             "params (M)",
             "MB",
-            "score",
-            "Δ pts",
+            "score [95% CI]",
+            "Δ pts [95% paired CI]",
             "kept",
         ]
         + [f"{b} p50 ms (speedup)" for b in batches]
@@ -102,13 +126,41 @@ def _split(report: Metrics) -> str:
     return f"{report.split} split"
 
 
+def _per_class_table(report: Report) -> list[str]:
+    """F1 per class (or entity type) of each variant, CPU rows; the rest is in report.json."""
+    rows = [r for r in report.rows if r.device == "cpu" and r.per_class] or [
+        r for r in report.rows if r.per_class
+    ]
+    if not rows:
+        return []
+    classes = list(rows[0].per_class)
+    kind = "entity type" if report.metric == "entity_f1" else "class"
+    head = ["variant", *classes]
+    lines = [
+        f"### F1 per {kind} (precision, recall and support in report.json)",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    seen = set()
+    for r in rows:
+        if r.variant in seen:
+            continue
+        seen.add(r.variant)
+        cells = [f"{r.per_class.get(c, {}).get('f1', 0) * 100:.1f}" for c in classes]
+        lines.append("| " + " | ".join([r.variant, *cells]) + " |")
+    return [*lines, ""]
+
+
 def render_markdown(report: Report) -> str:
     rows, hw = report.rows, report.hardware
     lines = [
         f"# {report.recipe}: size against {report.metric}",
         "",
         f"Task `{report.task}`, {_split(report)} ({report.examples} examples), "
-        f"metric {report.metric} in points. Δ and kept are against `{report.reference}`. "
+        f"metric {report.metric} in points with 95% bootstrap intervals over the examples. "
+        f"Δ is against `{report.reference}` on the same examples, with a 95% paired bootstrap "
+        "interval; a Δ whose interval contains 0 is marked *within noise*: it is not a finding. "
         f"Latency: sequence length {rows[0].seq_len if rows else '?'}, p50 over repeated "
         f"interleaved runs; speedup is over `{report.reference}` on the same device, in the same "
         "run. Peak MB: CPU, resident memory a fresh process adds to load the model and run one "
@@ -123,9 +175,22 @@ def render_markdown(report: Report) -> str:
         group = [r for r in rows if r.device == device]
         if group:
             lines += _table(group, report.reference_row(device) or group[0], title)
+    if report.majority is not None:
+        m = report.majority
+        lines += [
+            f"Trivial baseline, {m.prediction}: {m.score * 100:.2f}{_points(m.score_ci)}"
+            + (
+                f", Δ {m.delta * 100:+.2f}{_points(m.delta_ci, signed=True)}"
+                if m.delta is not None
+                else ""
+            )
+            + ".",
+            "",
+        ]
+    lines += _per_class_table(report)
     lines += ["## Recommended", ""]
     labels = {
-        "smallest": f"Smallest within 1 point of `{report.reference}`",
+        "smallest": f"Smallest within 1 point of `{report.reference}` (paired interval above -1)",
         "fastest_cpu": "Fastest on CPU (batch 1) within 1 point",
         "fastest_cuda": "Fastest on GPU (batch 1) within 1 point",
     }
@@ -223,6 +288,7 @@ def render_report(root: Path) -> Report:
         published=published_rows(sources, metrics.task),
     )
     write_json(root / "report.json", report.model_dump(mode="json"))
+    write_json(root / "report.schema.json", Report.model_json_schema())
     (root / "report.md").write_text(render_markdown(report), encoding="utf-8")
     plot_pareto(report.rows, root / "pareto.png", report.metric)
     write_model_cards(root, report, manifest)

@@ -33,11 +33,27 @@ class MetricRow(BaseModel):
     params: int
     size_mb: float
     score: float  # the task metric as a fraction
+    score_ci: list[float] = Field(default_factory=list)  # 95% bootstrap interval over examples
+    # against the reference variant on the same examples: difference, 95% paired interval
+    delta: float | None = None
+    delta_ci: list[float] = Field(default_factory=list)
+    within_noise: bool | None = None  # the paired interval contains 0
+    per_class: dict[str, dict[str, float]] = Field(default_factory=dict)  # P/R/F1/support
     seq_len: int
     path: str
     memory_mb: float | None = None
     latency_ms: dict[str, Latency] = Field(default_factory=dict)  # "b1" -> latency
     speedup: dict[str, float] = Field(default_factory=dict)  # over the reference, same device
+
+
+class Baseline(BaseModel):
+    """The trivial predictor (majority class, or all-O for NER), for scale."""
+
+    prediction: str
+    score: float
+    score_ci: list[float]
+    delta: float | None = None
+    delta_ci: list[float] = Field(default_factory=list)
 
 
 class Metrics(BaseModel):
@@ -55,6 +71,7 @@ class Metrics(BaseModel):
     hardware: dict[str, Any]
     versions: dict[str, str]
     rows: list[MetricRow]
+    majority: Baseline | None = None
 
     def reference_row(self, device: str | None = None) -> MetricRow | None:
         """The reference variant's first row (on ``device`` when given), if measured."""
