@@ -27,7 +27,12 @@ class EvaluateConfig(BaseModel):
     gpu_precisions: list[Literal["fp32", "fp16", "bf16"]] = ["fp32", "fp16"]
     batch_sizes: list[int] = Field(default=[1, 8, 32], min_length=1)
     seq_len: int = Field(128, ge=8, le=512)
-    threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads; default: OMP_NUM_THREADS, else the CPUs this "
+        "process may use (its affinity)",
+    )
     warmup: int = Field(3, ge=0)
     repeats: int = Field(20, ge=1)
     max_examples: int | None = Field(None, ge=1, description="score on the first N examples")

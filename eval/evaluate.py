@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from compress.scoring import (
     score_counts,
 )
 from compress.tasks import TaskData
-from eval.hardware import hardware
+from eval.hardware import default_threads, hardware
 from eval.latency import interleaved_timings, latency_batch, summarize, timed_call
 from eval.memory import peak_rss_mb
 from eval.runtimes import (
@@ -227,7 +228,8 @@ def evaluate_artifacts(
     """Score and time every variant of ``steps`` (default: all finished steps); write
     ``eval/metrics.json`` and return it. ``reference``: the variant rows are compared with
     (default: the first)."""
-    threads = cfg.threads or os.cpu_count() or 1
+    threads = cfg.threads or default_threads()
+    load_before = os.getloadavg()
     manifest = Manifest(root)
     found = variants(manifest, steps)
     scored = [
@@ -259,14 +261,49 @@ def evaluate_artifacts(
         reference=reference,
         steps=list(dict.fromkeys(v.step for v in found)),
         computed_from={v.step: manifest.steps[v.step].hash for v in found},
-        hardware=hardware(threads),
+        hardware=hardware(threads, load_before),
         versions=package_versions(),
         rows=[row for row, _ in loaded],
         majority=majority_baseline(task, cfg.split, cfg.max_examples, ref_counts),
     )
     (root / "eval").mkdir(exist_ok=True)
+    metrics.changed_since_last = keep_previous(root / "eval" / "metrics.json", metrics)
     write_json(root / "eval" / "metrics.json", metrics.model_dump(mode="json"))
     return metrics
+
+
+def keep_previous(path: Path, new: Metrics) -> list[str]:
+    """Move the previous ``metrics.json`` to ``eval/history/`` (stamped) and list the latencies
+    that moved beyond their spread since (10% or the larger block spread)."""
+    if not path.exists():
+        return []
+    try:
+        old = Metrics.read(path)
+    except (OSError, ValueError) as exc:
+        log.warning("previous %s unreadable (%s); kept as it is in eval/history", path, exc)
+        old = None
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(path.stat().st_mtime))
+    (path.parent / "history").mkdir(exist_ok=True)
+    os.replace(path, path.parent / "history" / f"metrics-{stamp}.json")
+    if old is None:
+        return []
+    before = {(r.variant, r.device, r.precision): r for r in old.rows}
+    changes = []
+    for row in new.rows:
+        prev = before.get((row.variant, row.device, row.precision))
+        for b, lat in row.latency_ms.items():
+            if prev is None or b not in prev.latency_ms:
+                continue
+            was = prev.latency_ms[b]
+            bound = max(0.10, lat.block_spread, was.block_spread)
+            if was.p50 and abs(lat.p50 - was.p50) / was.p50 > bound:
+                changes.append(
+                    f"{row.variant} ({row.device} {row.precision}, {b}): p50 {was.p50:.1f} -> "
+                    f"{lat.p50:.1f} ms since {stamp}, beyond the spread ({bound:.0%})"
+                )
+    for change in changes:
+        log.warning("latency moved: %s", change)
+    return changes
 
 
 def evaluate_recipe(root: Path, recipe: Recipe, task: TaskData) -> Metrics:

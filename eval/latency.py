@@ -39,14 +39,27 @@ def interleaved_timings(
     return times
 
 
-def summarize(samples: list[float], batch_size: int) -> dict[str, float]:
+BLOCKS = 4  # the interleaved rounds are cut into this many consecutive blocks
+UNSTABLE = 0.15  # blocks whose medians differ by more than this fraction of p50: unstable
+
+
+def summarize(samples: list[float], batch_size: int, blocks: int = BLOCKS) -> dict:
+    """p50/p90/mean, the interquartile range, and how far the medians of consecutive blocks of
+    rounds drift apart (a machine whose load changed mid-run shows here, not in p50 alone)."""
     arr = np.asarray(samples, dtype=float)
     p50 = float(np.percentile(arr, 50))
+    chunks = [c for c in np.array_split(arr, min(blocks, len(arr))) if len(c)]
+    medians = [float(np.median(c)) for c in chunks]
+    spread = (max(medians) - min(medians)) / p50 if p50 > 0 else 0.0
     return {
         "p50": round(p50, 3),
         "p90": round(float(np.percentile(arr, 90)), 3),
         "mean": round(float(arr.mean()), 3),
         "throughput": round(batch_size * 1000.0 / p50, 2) if p50 > 0 else float("inf"),
+        "iqr": round(float(np.percentile(arr, 75) - np.percentile(arr, 25)), 3),
+        "block_p50": [round(m, 3) for m in medians],
+        "block_spread": round(spread, 3),
+        "unstable": spread > UNSTABLE,
     }
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from compress.errors import CompressError
 from compress.manifest import Manifest, write_json
 from eval.cards import write_model_cards
+from eval.latency import UNSTABLE
 from eval.published import published_rows
 from eval.schema import MetricRow, Metrics, Report
 
@@ -73,6 +74,11 @@ def _delta_cell(row: MetricRow, ref: MetricRow) -> str:
     return text + (" within noise" if row.within_noise else "")
 
 
+def _latency_cell(lat, speedup: float) -> str:
+    text = f"{lat.p50:.1f} ±{lat.iqr / 2:.1f} ({speedup:.2f}x)"
+    return text + (" unstable" if lat.unstable else "")
+
+
 def _fmt_row(row: MetricRow, ref: MetricRow, batches: list[str]) -> str:
     kept = 100 * row.score / ref.score if ref.score else float("nan")
     cells = [
@@ -89,7 +95,7 @@ def _fmt_row(row: MetricRow, ref: MetricRow, batches: list[str]) -> str:
     ]
     for b in batches:
         lat = row.latency_ms.get(b)
-        cells.append("–" if lat is None else f"{lat.p50:.1f} ({row.speedup[b]:.2f}x)")
+        cells.append("–" if lat is None else _latency_cell(lat, row.speedup[b]))
     cells.append("–" if row.memory_mb is None else f"{row.memory_mb:.0f}")
     return "| " + " | ".join(cells) + " |"
 
@@ -109,7 +115,7 @@ def _table(rows: list[MetricRow], ref: MetricRow, title: str) -> list[str]:
             "Δ pts [95% paired CI]",
             "kept",
         ]
-        + [f"{b} p50 ms (speedup)" for b in batches]
+        + [f"{b} p50 ±IQR/2 ms (speedup)" for b in batches]
         + ["peak MB"]
     )
     return (
@@ -117,6 +123,19 @@ def _table(rows: list[MetricRow], ref: MetricRow, title: str) -> list[str]:
         + [_fmt_row(r, ref, batches) for r in rows]
         + [""]
     )
+
+
+def _cpus(hw: dict) -> str:
+    """Which CPUs and threads the run used, and how busy the machine was."""
+    text = f"{hw['threads']} threads"
+    affinity = hw.get("affinity")
+    if affinity is not None and len(affinity) != hw["cores"]:
+        text += f" on CPUs {affinity} (affinity)"
+    if hw.get("load_after") is not None:
+        text += f", load average {hw.get('load_before')} before, {hw['load_after']} after"
+    if hw.get("governor"):
+        text += f", governor {hw['governor']}"
+    return text
 
 
 def _split(report: Metrics) -> str:
@@ -163,10 +182,11 @@ def render_markdown(report: Report) -> str:
         "interval; a Δ whose interval contains 0 is marked *within noise*: it is not a finding. "
         f"Latency: sequence length {rows[0].seq_len if rows else '?'}, p50 over repeated "
         f"interleaved runs; speedup is over `{report.reference}` on the same device, in the same "
-        "run. Peak MB: CPU, resident memory a fresh process adds to load the model and run one "
-        "batch of the largest size; GPU, peak allocated while scoring.",
+        f"run; *unstable* marks a row whose blocks of rounds disagree by more than "
+        f"{UNSTABLE:.0%} of p50. Peak MB: CPU, resident memory a fresh process adds to load the "
+        "model and run one batch of the largest size; GPU, peak allocated while scoring.",
         "",
-        f"CPU: {hw['cpu']} ({hw['arch']}, {hw['cores']} cores, {hw['threads']} threads, "
+        f"CPU: {hw['cpu']} ({hw['arch']}, {hw['cores']} cores, {_cpus(hw)}, "
         f"{', '.join(hw['isa']) or 'no listed ISA flags'}, {hw['memory_gb']} GiB). "
         f"GPU: {hw['gpu'] or 'none'}.",
         "",
@@ -187,6 +207,13 @@ def render_markdown(report: Report) -> str:
             + ".",
             "",
         ]
+    if report.changed_since_last:
+        lines += [
+            "Latencies that moved beyond their spread since the previous evaluation "
+            "(eval/history/ keeps it):",
+            "",
+        ]
+        lines += [f"- {c}" for c in report.changed_since_last] + [""]
     lines += _per_class_table(report)
     lines += ["## Recommended", ""]
     labels = {

@@ -17,6 +17,10 @@ class Latency(BaseModel):
     p90: float
     mean: float
     throughput: float  # examples per second at p50
+    iqr: float = 0.0  # interquartile range, ms
+    block_p50: list[float] = Field(default_factory=list)  # medians of consecutive round blocks
+    block_spread: float = 0.0  # (max - min) of block_p50, as a fraction of p50
+    unstable: bool = False  # block_spread above eval.latency.UNSTABLE
 
 
 class MetricRow(BaseModel):
@@ -72,6 +76,7 @@ class Metrics(BaseModel):
     versions: dict[str, str]
     rows: list[MetricRow]
     majority: Baseline | None = None
+    changed_since_last: list[str] = Field(default_factory=list)  # latencies that moved
 
     def reference_row(self, device: str | None = None) -> MetricRow | None:
         """The reference variant's first row (on ``device`` when given), if measured."""

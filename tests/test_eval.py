@@ -161,7 +161,7 @@ def test_report_renders_from_metrics_only(tmp_path):
     report = render_report(tmp_path)
     md = (tmp_path / "report.md").read_text()
     assert "| student | x | pytorch | cpu | fp32 | 1.00 | 60.0 | 89.50 | -0.50 | 99.4% |" in md
-    assert "Smallest within 1 point of `teacher`: `student`" in md
+    assert "Smallest within 1 point of `teacher` (paired interval above -1): `student`" in md
     assert "## Published (not measured here)" in md and "95.6 (94.9)" in md
     assert report.recommended["smallest"].variant == "student"
     assert (tmp_path / "pareto.png").stat().st_size > 10_000
@@ -262,3 +262,61 @@ def test_peak_memory_in_a_fresh_process_grows_with_the_model(tmp_path):
         BertForSequenceClassification(config).save_pretrained(tmp_path / name)
         peaks[name] = peak_rss_mb(tmp_path / name, "classification", 4, 32, 1)
     assert peaks["small"] is not None and peaks["large"] - peaks["small"] > 40
+
+
+def test_pinning_to_one_core_shows_in_the_hardware_block(tmp_path):
+    """A process pinned to one CPU uses one thread, and says so."""
+    import subprocess
+    import sys
+
+    code = (
+        "import json; from eval.hardware import default_threads, hardware; "
+        "print(json.dumps([default_threads(), hardware(default_threads())]))"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("OMP_NUM_THREADS",)}
+    out = subprocess.run(
+        ["taskset", "-c", "0", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    ).stdout
+    threads, hw = json.loads(out.strip().splitlines()[-1])
+    assert threads == 1 and hw["affinity"] == [0] and hw["threads"] == 1
+    assert hw["load_after"] >= 0
+
+
+def test_blocks_that_disagree_mark_a_latency_unstable():
+    steady = summarize([10.0, 10.2, 9.9, 10.1] * 5, batch_size=1)
+    assert not steady["unstable"] and steady["block_spread"] < 0.05
+    drifting = summarize([10.0] * 10 + [14.0] * 10, batch_size=1)  # load arrived mid-run
+    assert drifting["unstable"] and drifting["block_spread"] == pytest.approx(0.4 / 1.2, rel=0.05)
+
+
+def test_a_new_evaluation_keeps_the_last_and_names_what_moved(tmp_path):
+    from eval.evaluate import keep_previous
+    from eval.schema import Metrics
+
+    def metrics(p50):
+        row = _row("student", 0.9, 1, p50)
+        row["latency_ms"]["b1"].update(iqr=0.1, block_p50=[p50] * 4, block_spread=0.02)
+        return Metrics(
+            recipe="r",
+            task="t",
+            metric="accuracy",
+            split="test",
+            examples=1,
+            reference="student",
+            steps=["student"],
+            hardware={},
+            versions={},
+            rows=[MetricRow(**row)],
+        )
+
+    path = tmp_path / "metrics.json"
+    path.write_text(metrics(10.0).model_dump_json())
+    assert keep_previous(path, metrics(10.5)) == []  # 5%: within the 10% bound
+    assert len(list((tmp_path / "history").glob("metrics-*.json"))) == 1
+    path.write_text(metrics(10.0).model_dump_json())
+    (change,) = keep_previous(path, metrics(19.6))
+    assert "student (cpu fp32, b1): p50 10.0 -> 19.6 ms" in change
