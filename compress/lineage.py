@@ -19,7 +19,7 @@ def _digest(*parts: object) -> str:
 def step_hashes(recipe: Recipe) -> dict[str, str]:
     """Each step's hash: its config, its input's hash, the task, the seed and its references,
     so a change anywhere upstream changes every hash downstream."""
-    task_hash = _digest(recipe.task.model_dump(mode="json"))
+    task_hash = _digest(recipe.task.model_dump(mode="json", exclude_defaults=True))
     hashes: dict[str, str] = {}
     for step in recipe.steps:
         hashes[step.name] = _digest(
@@ -44,16 +44,20 @@ def output_digest(step_dir: Path) -> str:
 
 def current_steps(root: Path, recipe: Recipe, manifest: Manifest | None = None) -> list[str]:
     """The recipe's steps whose finished output is the one the recipe describes now (same
-    hash, output on disk), in recipe order; a step downstream of a stale one is stale too."""
+    hash, made from the input that is there now, output on disk), in recipe order; a step
+    downstream of a stale one is stale too."""
     manifest = manifest or Manifest(root)
     planned = step_hashes(recipe)
-    out = []
+    out: list[str] = []
     for step in recipe.steps:
         entry = manifest.steps.get(step.name)
+        upstream = manifest.steps.get(step.input) if step.input else None
         if (
             entry is not None
             and entry.status == "done"
             and entry.hash == planned[step.name]
+            and (step.input is None or (step.input in out and upstream is not None))
+            and (upstream is None or entry.input_digest == upstream.digest)
             and entry.output is not None
             and (root / entry.output).exists()
         ):

@@ -67,9 +67,10 @@ class Step(BaseModel):
     kind: ArtifactKind = "torch"  # what the step writes
 
     def config_hash(self) -> str:
-        payload = json.dumps(
-            {"stage": self.stage, "config": self.config.model_dump(mode="json")}, sort_keys=True
-        )
+        """What the recipe asks of this step: options left at their defaults are not part of
+        it, so a release that adds an option does not make every finished step stale."""
+        config = self.config.model_dump(mode="json", exclude_defaults=True)
+        payload = json.dumps({"stage": self.stage, "config": config}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

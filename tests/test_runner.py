@@ -191,3 +191,16 @@ def test_same_recipe_and_seed_give_the_same_model(tmp_path, cls_files):
         weights.append(load_file(root / "01_teacher/model/model.safetensors"))
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_hashes_ignore_options_left_at_their_defaults(cls_files):
+    """Writing an option's default value changes nothing; a release adding an option neither."""
+    from compress.lineage import step_hashes
+
+    raw = tiny_recipe(cls_files)
+    plain = step_hashes(parse_recipe(raw))
+    raw["task"]["encoding"] = "utf-8"  # the default, written out
+    raw["steps"][0]["weight_decay"] = 0.01
+    assert step_hashes(parse_recipe(raw)) == plain
+    raw["steps"][0]["weight_decay"] = 0.02
+    assert step_hashes(parse_recipe(raw)) != plain
