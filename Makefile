@@ -9,7 +9,7 @@ ARGS    ?=
 OUT     ?= artifacts
 PYTEST_ARGS ?=
 
-.PHONY: all run install test test-fast lint format report bench gpu-check clean
+.PHONY: all run install test test-slow lint format report bench gpu-check clean
 
 all: run
 
@@ -34,11 +34,13 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/lert-compress run $(recipe) --out $(OUT) $(ARGS)
 
+# everything not marked slow: the unit tests, the fault suite, tiny end-to-end runs
 test: $(VENV)/.installed-tf
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
-
-test-fast: $(VENV)/.installed-tf
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# real-shape smoke runs (LERT-large/base/small-shaped checkpoints) and plain-client checks
+test-slow: $(VENV)/.installed-tf
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check compress eval tests benchmarks

@@ -143,7 +143,7 @@ def source_error(source: str, exc: BaseException) -> ModelSourceError:
     if looks_local(source):
         path = Path(source).expanduser()
         if not path.exists():
-            return ModelSourceError(f"local model directory {source!r} does not exist")
+            return ModelSourceError(f"local directory {source!r} does not exist")
         return ModelSourceError(
             f"could not load the model in {source!r}: {type(exc).__name__}: {_first_line(exc)}. "
             "It must be a Hugging Face model directory (config.json, safetensors or bin "

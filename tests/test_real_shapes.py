@@ -48,6 +48,19 @@ def _steps(names, **options):
     return [f"steps.{n}.{k}={v}" for n in names for k, v in options.items()]
 
 
+# the distill recipes' prune step, cut to a few batches and steps
+QUICK_PRUNE = _steps(
+    ["pruned"],
+    **{
+        "transformer.n_iters": 2,
+        "transformer.batches": 2,
+        "transformer.batch_size": 4,
+        "recover.max_steps": 2,
+        "recover.batch_size": 4,
+    },
+)
+
+
 def test_distill_recipe_offline_fails_at_the_hub_with_a_clear_message(tmp_path, chnsenticorp_files):
     with pytest.raises(CompressError, match="lansinuote/ChnSentiCorp"):
         run_recipe(load_recipe("recipes/distill-large-to-small.yaml"), tmp_path)
@@ -69,9 +82,7 @@ def test_distill_large_to_student_real_shapes(tmp_path, lert_dirs, chnsenticorp_
             f"steps.student.student.init={lert_dirs[student]}",
         ]
         + _steps(["teacher", "student"], max_steps=2, batch_size=4)
-        + _steps(["pruned"], **{"transformer.n_iters": 2, "transformer.batches": 2})
-        + _steps(["pruned"], **{"transformer.batch_size": 4, "recover.max_steps": 2})
-        + _steps(["pruned"], **{"recover.batch_size": 4})
+        + QUICK_PRUNE
     )
     root = run_recipe(load_recipe(f"recipes/{recipe_name}.yaml", overrides), tmp_path)
     steps = json.loads((root / "manifest.json").read_text())["steps"]
@@ -155,10 +166,11 @@ def test_task_generic_distill_on_lcqmc(tmp_path, lert_dirs):
         f"steps.teacher.model={lert_dirs['lert-base']}",
         f"steps.student.student.init={lert_dirs['lert-small']}",
         *_steps(["teacher", "student"], max_steps=2, batch_size=4),
+        *QUICK_PRUNE,
     ]
     root = run_recipe(load_recipe("recipes/distill-large-to-small.yaml", overrides), tmp_path)
     report = json.loads((root / "report.json").read_text())
-    assert report["task"] == "lcqmc" and len(report["rows"]) == 3
+    assert report["task"] == "lcqmc" and len(report["rows"]) == 7  # through pruned-int8
 
 
 def test_msra_ner_recipe(tmp_path, lert_dirs):

@@ -237,8 +237,10 @@ def _unsupported(name: str, title: str):
 
 
 for _bench in BENCHMARKS:
+    _revision = _bench.hub_defaults.get("revision")
+    _hub = f"{_bench.hub}@{_revision}" if _revision else _bench.hub
     register_task(
-        _bench.name, f"{_bench.description} [hub {_bench.hub}; local: {_bench.local}]", _bench.type
+        _bench.name, f"{_bench.description} [hub {_hub}; local: {_bench.local}]", _bench.type
     )(_loader(_bench))
 for _name, _title in UNSUPPORTED.items():
     register_task(_name, f"{_title} extractive reading comprehension: not supported yet", "qa")(
