@@ -27,14 +27,13 @@ def _columns(counts: np.ndarray) -> tuple[np.ndarray, ...]:
     return tuple(np.ascontiguousarray(counts[:, i]) for i in range(counts.shape[1]))
 
 
-def score_interval(task_type: str, counts: np.ndarray, seed: int = 0) -> list[float]:
-    """95% bootstrap interval of the metric over the examples."""
-    if len(counts) < 2:
+def _interval(columns: tuple[np.ndarray, ...], statistic, seed: int) -> list[float]:
+    """Percentile interval of ``statistic`` with all columns resampled by the same indices."""
+    if len(columns[0]) < 2:
         return [float("nan"), float("nan")]
-    metric = _metric(task_type)
     result = bootstrap(
-        _columns(counts),
-        metric,
+        columns,
+        statistic,
         paired=True,
         vectorized=True,
         n_resamples=RESAMPLES,
@@ -43,6 +42,11 @@ def score_interval(task_type: str, counts: np.ndarray, seed: int = 0) -> list[fl
         random_state=seed,
     )
     return [float(result.confidence_interval.low), float(result.confidence_interval.high)]
+
+
+def score_interval(task_type: str, counts: np.ndarray, seed: int = 0) -> list[float]:
+    """95% bootstrap interval of the metric over the examples."""
+    return _interval(_columns(counts), _metric(task_type), seed)
 
 
 def paired_delta(
@@ -57,20 +61,8 @@ def paired_delta(
     def delta(*columns, axis=-1):
         return metric(*columns[:k], axis=axis) - metric(*columns[k:], axis=axis)
 
-    observed = float(delta(*_columns(counts), *_columns(reference)))
-    if len(counts) < 2:
-        return observed, [float("nan"), float("nan")]
-    result = bootstrap(
-        _columns(counts) + _columns(reference),
-        delta,
-        paired=True,
-        vectorized=True,
-        n_resamples=RESAMPLES,
-        confidence_level=LEVEL,
-        method="percentile",
-        random_state=seed,
-    )
-    return observed, [float(result.confidence_interval.low), float(result.confidence_interval.high)]
+    columns = _columns(counts) + _columns(reference)
+    return float(delta(*columns)), _interval(columns, delta, seed)
 
 
 def within_noise(interval: list[float]) -> bool:
