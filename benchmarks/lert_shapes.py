@@ -5,6 +5,10 @@ process, interleaved, and each row's speedup is over LERT-large fp32 PyTorch on 
 
     python benchmarks/lert_shapes.py                 # CPU, batch 1 and 32, sequence 128
     python benchmarks/lert_shapes.py --devices cuda  # GPU rows (fp32 and fp16)
+    python benchmarks/lert_shapes.py --only small    # shapes whose name contains "small"
+
+The int8 shapes get ONNX Runtime dynamic int8 (the project's default) and OpenVINO NNCF int8
+rows, converted from the same ONNX export and timed in the same interleaved rounds.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -77,6 +82,22 @@ def export_int8(model_dir: Path, out: Path) -> Path:
     return ort_quantize(out / "model.onnx", out, preset=cpu_preset())
 
 
+def openvino_int8(onnx_path: Path, out: Path, vocab: int, seq_len: int) -> Path:
+    """NNCF int8 of the same export, calibrated on random token ids (timing only)."""
+    from compress import openvino as ov
+
+    rng = torch.Generator().manual_seed(0)
+    examples = []
+    for _ in range(32):
+        batch = latency_batch(1, seq_len, vocab)
+        batch["input_ids"] = torch.randint(1, vocab, (1, seq_len), generator=rng)
+        examples.append({k: v.numpy() for k, v in batch.items()})
+    model = ov.nncf_int8(ov.convert_onnx(onnx_path), examples, len(examples), "performance")
+    path = ov.save_ir(model, out)
+    shutil.copy(onnx_path.parent / "config.json", out / "config.json")  # the runtime reads it
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", nargs="+", default=["cpu"], choices=["cpu", "cuda"])
@@ -86,12 +107,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--only", help="only the shapes whose name contains this")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         loaded = []
-        for shape in SHAPES:
+        for shape in [s for s in SHAPES if args.only is None or args.only in s.name]:
             directory = build(shape, Path(tmp) / f"m{len(loaded)}")
             params = None
             for device in args.devices:
@@ -123,6 +145,26 @@ def main() -> None:
                             "precision": "int8",
                             "params": params,
                             "size_mb": round(size_mb(onnx_path), 1),
+                        },
+                        rt,
+                    )
+                )
+                ir = openvino_int8(
+                    onnx_path.parent / "model.onnx",
+                    Path(tmp) / f"v{len(loaded)}",
+                    shape.vocab,
+                    args.seq_len,
+                )
+                rt = load_runtime(ir, "classification", "cpu", args.threads)
+                loaded.append(
+                    (
+                        {
+                            "model": shape.name,
+                            "runtime": "openvino",
+                            "device": "cpu",
+                            "precision": rt.precision,
+                            "params": params,
+                            "size_mb": round(size_mb(ir), 1),
                         },
                         rt,
                     )

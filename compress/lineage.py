@@ -32,6 +32,11 @@ def step_hashes(recipe: Recipe) -> dict[str, str]:
     return hashes
 
 
+def repeat_dir(root: Path, seed: int) -> Path:
+    """Where the run repeated with ``seed`` (a recipe's ``seeds:`` beyond the first) lives."""
+    return root / "seeds" / f"seed-{seed}"
+
+
 def output_digest(step_dir: Path) -> str:
     """SHA-256 over every file of a finished step directory (names and contents)."""
     total = hashlib.sha256()

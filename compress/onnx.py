@@ -3,7 +3,9 @@ and the quantization preset for this CPU."""
 
 from __future__ import annotations
 
+import logging
 import platform
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,10 +64,12 @@ def onnx_reference(path: Path):
     return lambda batch: run_session(sess, batch)
 
 
-def compare_logits(reference, onnx_path: Path, batches) -> dict[str, float]:
-    """Max absolute logit difference and argmax agreement of ``onnx_path`` against
-    ``reference(batch) -> logits``, over real (non-padding) positions."""
-    candidate = onnx_reference(onnx_path)
+def compare_logits(reference, candidate, batches) -> dict[str, float]:
+    """Max absolute logit difference and argmax agreement of ``candidate`` (an ONNX file, or a
+    ``forward(batch) -> logits``) against ``reference(batch) -> logits``, over real
+    (non-padding) positions."""
+    if isinstance(candidate, Path):
+        candidate = onnx_reference(candidate)
     max_diff, agree, total = 0.0, 0, 0
     for batch in batches:
         ref, got = reference(batch), candidate(batch)
@@ -131,5 +135,22 @@ def ort_quantize(
             dataset=data, calibration_config=calib, onnx_augmented_model_name=augmented
         )
         augmented.unlink(missing_ok=True)
-    quantizer.quantize(quantization_config=qconfig, save_dir=out, calibration_tensors_range=ranges)
+    with _quiet_root_info():
+        quantizer.quantize(
+            quantization_config=qconfig, save_dir=out, calibration_tensors_range=ranges
+        )
     return out / f"{onnx_path.stem}_quantized.onnx"
+
+
+@contextmanager
+def _quiet_root_info():
+    """ONNX Runtime's quantizer logs one INFO line per tensor it leaves in float ("Quantization
+    parameters for tensor ... not specified") through the root logger; keep those out of the
+    run log while it works."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        root.setLevel(level)

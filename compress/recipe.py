@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from compress.errors import RecipeError
 from compress.registry import ArtifactKind, Stage, StageConfig
@@ -51,6 +59,7 @@ KIND_NAMES = {
     "torch": "a PyTorch model directory",
     "onnx": "an ONNX file",
     "bnb": "a bitsandbytes model",
+    "openvino": "an OpenVINO model",
 }
 
 
@@ -81,9 +90,38 @@ class Recipe(BaseModel):
     description: str = ""
     task: TaskConfig
     seed: int = 42
+    seeds: list[int] = Field(
+        default_factory=list,
+        description="repeat every step with each of these seeds (the first is the main run, "
+        "whose outputs are timed; the others are scored) and report mean and sd per variant",
+    )
     steps: list[Step] = Field(min_length=1)
     evaluate: EvaluateConfig = EvaluateConfig()
     _path: Path | None = PrivateAttr(None)  # the file it was read from, if any
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"{seeds} repeats a seed; give each run its own")
+        return seeds
+
+    @model_validator(mode="after")
+    def _main_seed(self) -> Recipe:
+        if self.seeds:
+            self.seed = self.seeds[0]  # the main run is the first seed's
+        return self
+
+    @property
+    def repeat_seeds(self) -> list[int]:
+        """The seeds of the repeated runs (beyond the main one)."""
+        return self.seeds[1:]
+
+    def with_seed(self, seed: int) -> Recipe:
+        """This recipe as one repeated run: the same steps with ``seed``, no repeats."""
+        copy = self.model_copy(update={"seed": seed, "seeds": []})
+        copy._path = self._path
+        return copy
 
     def step(self, name: str) -> Step:
         for s in self.steps:
@@ -127,7 +165,7 @@ class Recipe(BaseModel):
 
 
 _STEP_KEYS = {"stage", "name", "input"}
-_TOP_FIELDS = ["name", "description", "task", "seed", "steps", "evaluate"]
+_TOP_FIELDS = ["name", "description", "task", "seed", "seeds", "steps", "evaluate"]
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
@@ -250,6 +288,15 @@ def _check_steps(recipe: Recipe) -> list[str]:
                 problems.append(
                     f"steps({step.name}): stage {step.stage} needs {wanted} as input, but step "
                     f"{step.input!r} writes {KIND_NAMES[given]}{hint}"
+                )
+            elif (
+                given == "onnx"
+                and step.stage == "quantize"
+                and recipe.step(step.input).stage == "quantize"
+            ):
+                problems.append(
+                    f"steps({step.name}): step {step.input!r} is already quantized; set input: "
+                    "to the export step, so each backend quantizes the fp32 model"
                 )
     ref = recipe.evaluate.reference
     if ref is not None and ref not in configs:

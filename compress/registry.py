@@ -24,9 +24,9 @@ if TYPE_CHECKING:
     from compress.arch import Arch
     from compress.tasks import TaskData
 
-# What a step's output is: a PyTorch model directory, an ONNX file, or a bitsandbytes directory
-# (a PyTorch directory that only loads with its quantization config).
-ArtifactKind = Literal["torch", "onnx", "bnb"]
+# What a step's output is: a PyTorch model directory, an ONNX file, a bitsandbytes directory
+# (a PyTorch directory that only loads with its quantization config), or an OpenVINO IR.
+ArtifactKind = Literal["torch", "onnx", "bnb", "openvino"]
 
 
 class StageConfig(BaseModel):

@@ -13,7 +13,7 @@ import yaml
 from transformers import set_seed
 
 from compress.errors import ModelSourceError
-from compress.lineage import output_digest, step_hashes
+from compress.lineage import output_digest, repeat_dir, step_hashes
 from compress.lock import artifacts_lock
 from compress.manifest import Manifest, StepEntry, package_versions
 from compress.recipe import Recipe, Step
@@ -61,8 +61,9 @@ def _reusable(
     return True
 
 
-def run_steps(recipe: Recipe, root: Path, task) -> Manifest:
-    """Run (or skip, when unchanged and intact) each step; returns the manifest."""
+def run_steps(recipe: Recipe, root: Path, task, ran: list[str] | None = None) -> Manifest:
+    """Run (or skip, when unchanged and intact) each step; returns the manifest. The names of
+    the steps that ran are appended to ``ran``."""
     manifest = Manifest(root)
     prune_stale_entries(manifest, recipe)
     hashes = step_hashes(recipe)
@@ -77,6 +78,8 @@ def run_steps(recipe: Recipe, root: Path, task) -> Manifest:
         else:
             src = outputs.get(step.input) if step.input else None
             entry = _run_one(step, index, src, hashes[step.name], manifest, recipe, task)
+            if ran is not None:
+                ran.append(step.name)
         assert entry.output is not None
         outputs[step.name] = root / entry.output
     return manifest
@@ -173,6 +176,36 @@ def _record_failure(
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def run_repeats(recipe: Recipe, root: Path, task) -> None:
+    """Run the recipe again for each seed of ``seeds:`` beyond the first, each in its own
+    directory with its own manifest (so each resumes on its own); repeats of seeds the recipe
+    no longer lists are removed."""
+    wanted = {repeat_dir(root, seed) for seed in recipe.repeat_seeds}
+    for old in sorted((root / "seeds").glob("seed-*")):
+        if old not in wanted:
+            shutil.rmtree(old)
+            log.info("%s: its seed is no longer in the recipe's seeds; removed", old)
+    for n, seed in enumerate(recipe.repeat_seeds, 2):
+        log.info("run %d of %d: seed %d", n, len(recipe.seeds), seed)
+        sub = repeat_dir(root, seed)
+        sub.mkdir(parents=True, exist_ok=True)
+        run_steps(recipe.with_seed(seed), sub, task)
+
+
+def time_summary(
+    manifest: Manifest, ran: list[str], steps_seconds: float, eval_seconds: float
+) -> str:
+    """Where this run's time went, step by step (a reused step cost nothing this time)."""
+    parts = [
+        f"{name} {entry.seconds or 0:.0f} s" if name in ran else f"{name} reused"
+        for name, entry in sorted(manifest.steps.items(), key=lambda item: item[1].index)
+    ]
+    return (
+        f"time: steps {steps_seconds:.0f} s ({', '.join(parts)}), evaluation and report "
+        f"{eval_seconds:.0f} s"
+    )
+
+
 def run_recipe(recipe: Recipe, out_root: Path, evaluate: bool = True) -> Path:
     """Resolve, run, evaluate and report; returns the artifacts directory."""
     from compress.tasks import load_task
@@ -191,13 +224,20 @@ def run_recipe(recipe: Recipe, out_root: Path, evaluate: bool = True) -> Path:
                 from eval.report import mark_stale_report
 
                 mark_stale_report(root, step_hashes(recipe))
-            run_steps(recipe, root, task)
+            start, ran = time.perf_counter(), []
+            manifest = run_steps(recipe, root, task, ran)
+            run_repeats(recipe, root, task)
+            steps_done = time.perf_counter()
             if evaluate:
                 from eval.evaluate import evaluate_recipe
                 from eval.report import render_report
 
                 evaluate_recipe(root, recipe, task)
                 render_report(root)
+            log.info(
+                "%s",
+                time_summary(manifest, ran, steps_done - start, time.perf_counter() - steps_done),
+            )
         finally:
             logging.getLogger().removeHandler(handler)
             handler.close()

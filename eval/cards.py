@@ -1,20 +1,34 @@
-"""Hugging Face style model cards (README.md) for every model a run produced."""
+"""Hugging Face style model cards (README.md) for every model a run produced: what it is, what
+it was trained and scored on, how it was made, what it measured, and how to load it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from compress.manifest import Manifest
+import yaml
+
+from compress.manifest import Manifest, StepEntry
 from eval.schema import MetricRow, Report
 
+PIPELINE_TASKS = {"accuracy": "text-classification", "entity_f1": "token-classification"}
+AUTO_CLASSES = {"accuracy": "SequenceClassification", "entity_f1": "TokenClassification"}
 
-def card_text(name: str, manifest: Manifest, rows: list[MetricRow], report: Report) -> str:
+
+def card_text(
+    name: str,
+    manifest: Manifest,
+    rows: list[MetricRow],
+    report: Report,
+    resolved: dict | None = None,
+) -> str:
+    """The card of step ``name``; ``resolved`` is the run's recipe.resolved.yaml, if read."""
     entry = manifest.steps[name]
-    library = "onnx" if entry.kind == "onnx" else "transformers"
+    library = {"onnx": "onnx", "openvino": "openvino"}.get(entry.kind, "transformers")
     lines = [
         "---",
         "language: zh",
         f"library_name: {library}",
+        f"pipeline_tag: {PIPELINE_TASKS.get(report.metric, 'text-classification')}",
         "tags: [lert-compress, bert, chinese]",
         "---",
         "",
@@ -23,6 +37,7 @@ def card_text(name: str, manifest: Manifest, rows: list[MetricRow], report: Repo
         f"A BERT-architecture model for `{report.task}` made by the `{entry.stage}` step of the "
         f"lert-compress recipe `{report.recipe}`.",
         "",
+        *_data_section(report, resolved),
         "## How it was made",
         "",
     ]
@@ -31,29 +46,114 @@ def card_text(name: str, manifest: Manifest, rows: list[MetricRow], report: Repo
             f"{i}. `{step}`: stage `{e.stage}`, config hash `{e.config_hash}`, "
             f"{'?' if e.seconds is None else e.seconds} s"
         )
+    config = _step_config(resolved, name)
+    if config:
+        lines += ["", "This step's resolved options:", "", "```yaml"]
+        lines += [yaml.safe_dump(config, allow_unicode=True, sort_keys=False).rstrip(), "```"]
     lines += [
         "",
         f"## Measured ({report.metric})",
         "",
         f"Scored on the {report.split_description or report.split} split, "
-        f"{report.examples} examples.",
+        f"{report.examples} examples, with 95% bootstrap intervals; Δ is against "
+        f"`{report.reference}` on the same examples (paired interval).",
         "",
-        "| runtime | device | precision | score [95% CI] | MB | b1 p50 ms |",
-        "|---|---|---|---|---|---|",
+        "| runtime | device | precision | score [95% CI] | Δ pts [95% CI] | MB | b1 p50 ms |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         b1 = r.latency_ms.get("b1")
         lines.append(
-            f"| {r.runtime} | {r.device} | {r.precision} | {r.score * 100:.2f}{_ci(r)} | "
-            f"{r.size_mb:.1f} | {'–' if b1 is None else f'{b1.p50:.1f}'} |"
+            f"| {r.runtime} | {r.device} | {r.precision} | {r.score * 100:.2f}{_ci(r.score_ci)} | "
+            f"{_delta(r)} | {r.size_mb:.1f} | {'–' if b1 is None else f'{b1.p50:.1f}'} |"
         )
     if not rows:
-        lines.append("| – | – | – | not evaluated | – | – |")
-    return "\n".join(lines) + "\n"
+        lines.append("| – | – | – | not evaluated | – | – | – |")
+    lines += ["", "## Use it", "", *_usage(manifest.path.parent, entry, report), ""]
+    return "\n".join(lines)
+
+
+def _data_section(report: Report, resolved: dict | None) -> list[str]:
+    task = (resolved or {}).get("task", {})
+    source = (
+        f"hub dataset `{task['dataset']}`" + (f" ({task['subset']})" if task.get("subset") else "")
+        if task.get("dataset")
+        else ", ".join(f"{s} `{task[s]}`" for s in ("train", "dev", "test") if task.get(s))
+        or f"the registered task `{report.task}` (`lert-compress tasks` names its source)"
+    )
+    sizes = ", ".join(f"{split} {n:,}" for split, n in report.split_sizes.items())
+    lines = ["## Data", "", f"- Source: {source}."]
+    if sizes:
+        lines.append(f"- Examples as loaded: {sizes}.")
+    if report.labels:
+        kind = "Tags" if report.metric == "entity_f1" else "Labels"
+        lines.append(f"- {kind} (id order): {', '.join(f'`{x}`' for x in report.labels)}.")
+    if task.get("max_seq_len"):
+        lines.append(f"- Maximum sequence length: {task['max_seq_len']} tokens.")
+    return [*lines, ""]
+
+
+def _step_config(resolved: dict | None, name: str) -> dict:
+    for step in (resolved or {}).get("steps", []):
+        if step.get("name") == name:
+            return step
+    return {}
+
+
+def _usage(root: Path, entry: StepEntry, report: Report) -> list[str]:
+    """A snippet that loads this very artifact with the library's own API."""
+    path = root / (entry.output or "")
+    here = path.parent if entry.kind in ("onnx", "openvino") else path
+    auto = AUTO_CLASSES.get(report.metric, "SequenceClassification")
+    text = '"这家店的服务很好"'
+    if entry.kind == "onnx":
+        return [
+            "```python",
+            f"from optimum.onnxruntime import ORTModelFor{auto}",
+            "from transformers import AutoTokenizer",
+            "",
+            f'model_dir = "{here}"  # this directory',
+            f'model = ORTModelFor{auto}.from_pretrained(model_dir, file_name="{path.name}")',
+            "tokenizer = AutoTokenizer.from_pretrained(model_dir)",
+            f'logits = model(**tokenizer([{text}], return_tensors="pt")).logits',
+            "```",
+        ]
+    if entry.kind == "openvino":
+        return [
+            "```python",
+            "import openvino as ov",
+            "from transformers import AutoTokenizer",
+            "",
+            f'model_dir = "{here}"  # this directory',
+            f'compiled = ov.Core().compile_model(f"{{model_dir}}/{path.name}", "CPU")',
+            "tokenizer = AutoTokenizer.from_pretrained(model_dir)",
+            f'logits = compiled(dict(tokenizer([{text}], return_tensors="np")))[0]',
+            "```",
+        ]
+    lines = ["```python", "from transformers import pipeline", ""]
+    if entry.kind == "bnb":
+        lines[0:0] = [
+            "Needs `bitsandbytes` (its quantization config is saved with the weights).",
+            "",
+        ]
+    return [
+        *lines,
+        f'model_dir = "{here}"  # this directory',
+        f'classify = pipeline("{PIPELINE_TASKS.get(report.metric, "text-classification")}", '
+        "model=model_dir)",
+        f"print(classify({text}))",
+        "```",
+    ]
 
 
 def write_model_cards(root: Path, report: Report, manifest: Manifest) -> None:
     """A README.md beside every step output that the report measured."""
+    resolved_path = root / "recipe.resolved.yaml"
+    resolved = (
+        yaml.safe_load(resolved_path.read_text(encoding="utf-8"))
+        if resolved_path.exists()
+        else None
+    )
     for name in report.steps:
         entry = manifest.steps[name]
         if entry.status != "done" or entry.output is None or entry.stage == "external":
@@ -62,9 +162,16 @@ def write_model_cards(root: Path, report: Report, manifest: Manifest) -> None:
         directory = output.parent if output.is_file() else output
         rows = [r for r in report.rows if r.variant == name]
         (directory / "README.md").write_text(
-            card_text(name, manifest, rows, report), encoding="utf-8"
+            card_text(name, manifest, rows, report, resolved), encoding="utf-8"
         )
 
 
-def _ci(row: MetricRow) -> str:
-    return f" [{row.score_ci[0] * 100:.1f}, {row.score_ci[1] * 100:.1f}]" if row.score_ci else ""
+def _ci(interval: list[float]) -> str:
+    return f" [{interval[0] * 100:.1f}, {interval[1] * 100:.1f}]" if interval else ""
+
+
+def _delta(row: MetricRow) -> str:
+    if row.delta is None:
+        return "–"
+    text = f"{row.delta * 100:+.2f}{_ci(row.delta_ci)}"
+    return text + (" within noise" if row.within_noise else "")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from compress.data import encode
-from compress.lineage import current_steps
+from compress.lineage import current_steps, repeat_dir
 from compress.manifest import Manifest, package_versions, write_json
 from compress.models import load_tokenizer
 from compress.recipe import EvaluateConfig, Recipe
@@ -38,7 +40,7 @@ from eval.runtimes import (
     size_mb,
     torch_precision,
 )
-from eval.schema import Baseline, Latency, MetricRow, Metrics
+from eval.schema import Baseline, Latency, MetricRow, Metrics, SeedPair, SeedRow
 from eval.stats import paired_delta, score_interval, within_noise
 
 log = logging.getLogger(__name__)
@@ -87,10 +89,17 @@ def usable_devices(wanted: list[str]) -> list[str]:
 def runs_for(variant: Variant, device: str, gpu_precisions: list[str]) -> list[str | None]:
     """The precisions to run ``variant`` at on ``device`` (None: as saved); [] when unsupported.
 
-    ORT int8 is a CPU path; fp16 weights are not run on CPU; an fp32 PyTorch model also gets the
-    recipe's GPU precisions on CUDA.
+    ORT int8 and OpenVINO are CPU paths (an fp32 IR also runs at bf16 where the CPU has it);
+    fp16 weights are not run on CPU; an fp32 PyTorch model also gets the recipe's GPU
+    precisions on CUDA.
     """
     kind = artifact_kind(variant.path)
+    if kind == "openvino":
+        from compress.openvino import cpu_has_bf16, ir_is_int8
+
+        if device != "cpu":
+            return []
+        return [None, "bf16"] if cpu_has_bf16() and not ir_is_int8(variant.path) else [None]
     if kind == "onnx":
         if device == "cpu":
             return [None]
@@ -187,6 +196,20 @@ def majority_baseline(task: TaskData, split: str, max_examples: int | None, ref_
     return baseline
 
 
+def measure_memory(rows: list[MetricRow], cfg: EvaluateConfig, task_type: str, threads: int):
+    """Fill ``memory_mb`` of CPU rows, each from its own fresh process; as many processes at a
+    time as the CPUs this process may use (a peak resident set does not depend on what else
+    runs, and most of each process's time is spent importing libraries)."""
+    parallel = max(1, min(len(os.sched_getaffinity(0)), 4))
+
+    def measure(row: MetricRow) -> float | None:
+        return peak_rss_mb(Path(row.path), task_type, max(cfg.batch_sizes), cfg.seq_len, threads)
+
+    with ThreadPoolExecutor(parallel) as pool:
+        for row, peak in zip(rows, pool.map(measure, rows), strict=True):
+            row.memory_mb = peak
+
+
 def measure_latency(
     loaded: list[tuple[MetricRow, Runtime]],
     cfg: EvaluateConfig,
@@ -232,23 +255,21 @@ def evaluate_artifacts(
     load_before = os.getloadavg()
     manifest = Manifest(root)
     found = variants(manifest, steps)
+    devices = usable_devices(cfg.devices)
     scored = [
         score_variant(
             variant, device, task, cfg.split, max_seq_len, threads, cfg.max_examples, precision
         )
         for variant in found
-        for device in usable_devices(cfg.devices)
+        for device in devices
         for precision in runs_for(variant, device, cfg.gpu_precisions)
     ]
     loaded = [(row, rt) for row, rt, _ in scored]
     reference = reference or (found[0].name if found else "")
     compare_with_reference([(row, counts) for row, _, counts in scored], reference, task.type)
     ref_counts = next((c for row, _, c in scored if row.variant == reference), None)
-    for row, _ in loaded:
-        if row.device == "cpu" and cfg.memory:
-            row.memory_mb = peak_rss_mb(
-                Path(row.path), task.type, max(cfg.batch_sizes), cfg.seq_len, threads
-            )
+    if cfg.memory:
+        measure_memory([row for row, _ in loaded if row.device == "cpu"], cfg, task.type, threads)
     if cfg.latency:
         measure_latency(loaded, cfg, reference)
     metrics = Metrics(
@@ -258,6 +279,8 @@ def evaluate_artifacts(
         split=cfg.split,
         split_description=task.split_name(cfg.split),
         examples=len(task.splits[cfg.split][: cfg.max_examples or None]),
+        labels=task.labels,
+        split_sizes={name: len(examples) for name, examples in task.splits.items()},
         reference=reference,
         steps=list(dict.fromkeys(v.step for v in found)),
         computed_from={v.step: manifest.steps[v.step].hash for v in found},
@@ -313,7 +336,7 @@ def evaluate_recipe(root: Path, recipe: Recipe, task: TaskData) -> Metrics:
     stale = [s.name for s in recipe.steps if s.name not in steps]
     if stale:
         log.warning("not evaluated, not current (run the recipe again): %s", ", ".join(stale))
-    return evaluate_artifacts(
+    metrics = evaluate_artifacts(
         root,
         recipe.evaluate,
         task,
@@ -322,3 +345,67 @@ def evaluate_recipe(root: Path, recipe: Recipe, task: TaskData) -> Metrics:
         steps=steps,
         reference=recipe.reference,
     )
+    if recipe.repeat_seeds:
+        repeats = {seed: evaluate_repeat(root, recipe, seed, task) for seed in recipe.repeat_seeds}
+        pairs = [(s.config.references()[0], s.name) for s in recipe.steps if s.stage == "baseline"]
+        runs = {recipe.seed: metrics, **repeats}
+        metrics.seed_rows, metrics.seed_pairs = seed_summary(runs, metrics.reference, pairs)
+        write_json(root / "eval" / "metrics.json", metrics.model_dump(mode="json"))
+    return metrics
+
+
+def evaluate_repeat(root: Path, recipe: Recipe, seed: int, task: TaskData) -> Metrics:
+    """Score (no timing: the shapes are the main run's) the run repeated with ``seed``."""
+    sub, repeat = repeat_dir(root, seed), recipe.with_seed(seed)
+    cfg = recipe.evaluate.model_copy(update={"latency": False, "memory": False, "devices": ["cpu"]})
+    return evaluate_artifacts(
+        sub,
+        cfg,
+        task,
+        name=f"{recipe.name} (seed {seed})",
+        max_seq_len=recipe.task.max_seq_len,
+        steps=current_steps(sub, repeat),
+        reference=recipe.reference,
+    )
+
+
+def seed_summary(
+    runs: dict[int, Metrics], reference: str, pairs: list[tuple[str, str]]
+) -> tuple[list[SeedRow], list[SeedPair]]:
+    """Per variant (its first CPU row in each run), the scores over the seeds with mean and
+    sample sd, and its paired difference from the reference per run; per (KD, no-KD) pair,
+    the per-seed differences. Variants missing from any run are left out."""
+    by_run: dict[int, dict[str, MetricRow]] = {}
+    for seed, m in runs.items():
+        first: dict[str, MetricRow] = {}
+        for row in m.rows:
+            if row.device == "cpu":
+                first.setdefault(row.variant, row)
+        by_run[seed] = first
+    seeds = list(runs)
+    common = [v for v in by_run[seeds[0]] if all(v in rows for rows in by_run.values())]
+
+    def spread(values: list[float]) -> tuple[float, float]:
+        return round(statistics.fmean(values), 5), round(statistics.stdev(values), 5)
+
+    rows = []
+    for variant in common:
+        scores = [by_run[s][variant].score for s in seeds]
+        mean, sd = spread(scores)
+        row = SeedRow(variant=variant, seeds=seeds, scores=scores, mean=mean, sd=sd)
+        if variant != reference and reference in common:
+            row.deltas = [
+                round(by_run[s][variant].score - by_run[s][reference].score, 5) for s in seeds
+            ]
+            row.delta_mean, row.delta_sd = spread(row.deltas)
+        rows.append(row)
+    out_pairs = []
+    for kd, no_kd in pairs:
+        if kd in common and no_kd in common:
+            diffs = [round(by_run[s][kd].score - by_run[s][no_kd].score, 5) for s in seeds]
+            mean, sd = spread(diffs)
+            better = sum(d > 0 for d in diffs)
+            out_pairs.append(
+                SeedPair(kd=kd, no_kd=no_kd, differences=diffs, mean=mean, sd=sd, kd_better=better)
+            )
+    return rows, out_pairs

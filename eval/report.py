@@ -171,6 +171,41 @@ def _per_class_table(report: Report) -> list[str]:
     return [*lines, ""]
 
 
+def _seeds_section(report: Report) -> list[str]:
+    """Scores over the recipe's seeds: what one draw cannot tell."""
+    if not report.seed_rows:
+        return []
+    seeds = report.seed_rows[0].seeds
+    lines = [
+        f"### Across {len(seeds)} seeds ({', '.join(map(str, seeds))})",
+        "",
+        f"Every step run again with each seed (CPU, as saved); mean ± sample sd in points. "
+        f"The first seed's run is the one timed above. Δ is against `{report.reference}` "
+        "within each run.",
+        "",
+        "| variant | score mean ± sd | Δ pts mean ± sd | per seed |",
+        "|---|---|---|---|",
+    ]
+    for r in report.seed_rows:
+        delta = (
+            "reference"
+            if r.delta_mean is None
+            else f"{r.delta_mean * 100:+.2f} ± {(r.delta_sd or 0) * 100:.2f}"
+        )
+        per_seed = ", ".join(f"{v * 100:.2f}" for v in r.scores)
+        lines.append(
+            f"| {r.variant} | {r.mean * 100:.2f} ± {r.sd * 100:.2f} | {delta} | {per_seed} |"
+        )
+    for p in report.seed_pairs:
+        lines.append("")
+        lines.append(
+            f"KD `{p.kd}` minus no-KD `{p.no_kd}`: {p.mean * 100:+.2f} ± {p.sd * 100:.2f} points "
+            f"(per seed {', '.join(f'{d * 100:+.2f}' for d in p.differences)}); KD scored higher "
+            f"on {p.kd_better} of {len(p.differences)} seeds."
+        )
+    return [*lines, ""]
+
+
 def render_markdown(report: Report) -> str:
     rows, hw = report.rows, report.hardware
     lines = [
@@ -215,6 +250,7 @@ def render_markdown(report: Report) -> str:
         ]
         lines += [f"- {c}" for c in report.changed_since_last] + [""]
     lines += _per_class_table(report)
+    lines += _seeds_section(report)
     lines += ["## Recommended", ""]
     labels = {
         "smallest": f"Smallest within 1 point of `{report.reference}` (paired interval above -1)",
@@ -230,6 +266,12 @@ def render_markdown(report: Report) -> str:
                 if pick
                 else "none qualifies"
             )
+            if pick and pick.variant == report.reference and len({r.variant for r in rows}) > 1:
+                text += (
+                    f"; no other variant is shown to be within 1 point on {report.examples} "
+                    "examples (each paired interval reaches below -1; only more test examples "
+                    "narrow it)"
+                )
             lines.append(f"- {label}: {text}")
     if report.published:
         lines += [
@@ -253,7 +295,9 @@ def plot_pareto(rows: list[MetricRow], path: Path, metric: str) -> None:
     panels = [d for d in ("cpu", "cuda") if any(r.device == d and r.latency_ms for r in rows)]
     if not panels:
         return
-    fig, axes = plt.subplots(1, len(panels), figsize=(8.5 * len(panels), 6), squeeze=False)
+    from matplotlib.lines import Line2D
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(11 * len(panels), 6), squeeze=False)
     for ax, device in zip(axes[0], panels, strict=True):
         group = [r for r in rows if r.device == device and "b1" in r.latency_ms]
         xs = [r.latency_ms["b1"].p50 for r in group]
@@ -263,20 +307,30 @@ def plot_pareto(rows: list[MetricRow], path: Path, metric: str) -> None:
         ax.scatter(
             xs, ys, s=sizes, alpha=0.5, c=range(len(group)), cmap="viridis", edgecolors="black"
         )
-        # alternate labels above and below, in order of latency, so neighbours do not collide
-        order = sorted(range(len(group)), key=lambda i: xs[i])
-        for rank, i in enumerate(order):
-            r = group[i]
-            ax.annotate(
-                f"{r.variant}\n{r.runtime} {r.precision}, {r.size_mb:.1f} MB",
-                (xs[i], ys[i]),
-                textcoords="offset points",
-                xytext=(10, 10 if rank % 2 == 0 else -24),
-                fontsize=8,
-                arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6},
+        # each score's 95% bootstrap interval, so overlapping variants read as such
+        lows = [
+            y - r.score_ci[0] * 100 if r.score_ci else 0.0 for r, y in zip(group, ys, strict=True)
+        ]
+        highs = [
+            r.score_ci[1] * 100 - y if r.score_ci else 0.0 for r, y in zip(group, ys, strict=True)
+        ]
+        ax.errorbar(xs, ys, yerr=[lows, highs], fmt="none", ecolor="0.4", elinewidth=0.8, capsize=3)
+        # numbers on the points, names in the legend: readable however close the points are
+        handles = []
+        for i, r in enumerate(group, 1):
+            ax.annotate(str(i), (xs[i - 1], ys[i - 1]), ha="center", va="center", fontsize=8)
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    linestyle="none",
+                    marker=f"${i}$",
+                    color="black",
+                    label=f"{r.variant}: {r.runtime} {r.precision}, {r.size_mb:.1f} MB",
+                )
             )
         front = pareto_front(list(zip(xs, ys, strict=True)))
-        ax.plot(
+        (line,) = ax.plot(
             [xs[i] for i in front],
             [ys[i] for i in front],
             "--",
@@ -286,9 +340,15 @@ def plot_pareto(rows: list[MetricRow], path: Path, metric: str) -> None:
         ax.set_xscale("log")
         ax.set_xlabel(f"{device.upper()} latency, batch 1, p50 (ms, log scale)")
         ax.set_ylabel(f"{metric} (points)")
-        ax.set_title(f"{device.upper()}: score against latency (marker area ~ MB)")
+        ax.set_title(f"{device.upper()}: score (95% CI) against latency (marker area ~ MB)")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(loc="lower right")
+        ax.legend(
+            handles=[*handles, line],
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            fontsize=8,
+            frameon=False,
+        )
         ax.margins(x=0.25, y=0.15)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -1,4 +1,5 @@
-"""One interface over every artifact kind: a PyTorch directory, an ONNX file, a bitsandbytes model.
+"""One interface over every artifact kind: a PyTorch directory, an ONNX file, a bitsandbytes
+model, an OpenVINO IR.
 
 ``load_runtime`` returns a ``Runtime`` whose ``forward(batch) -> logits`` runs on one device.
 """
@@ -21,7 +22,7 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".data")
 
 @dataclass
 class Runtime:
-    runtime: str  # pytorch | onnxruntime | bitsandbytes
+    runtime: str  # pytorch | onnxruntime | openvino | bitsandbytes
     device: str  # cpu | cuda
     precision: str  # fp32 | fp16 | bf16 | int8 | nf4 | fp4
     forward: Forward
@@ -30,9 +31,12 @@ class Runtime:
 
 
 def artifact_kind(path: Path) -> str:
-    """``onnx`` for an ONNX file, ``bnb`` for a bitsandbytes directory, else ``torch``."""
+    """``onnx`` for an ONNX file, ``openvino`` for an IR's .xml, ``bnb`` for a bitsandbytes
+    directory, else ``torch``."""
     if path.suffix == ".onnx":
         return "onnx"
+    if path.suffix == ".xml":
+        return "openvino"
     return "bnb" if "quantization_config" in _config(path) else "torch"
 
 
@@ -48,10 +52,13 @@ def onnx_is_quantized(path: Path, graph=None) -> bool:
 
 
 def size_mb(path: Path) -> float:
-    """Weights on disk in MB (an ONNX file with its external data, or a directory's weights)."""
+    """Weights on disk in MB (an ONNX file with its external data, an IR's .bin, or a
+    directory's weights)."""
     files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
     if path.is_file():
         files += [p for p in path.parent.glob(path.name + "*") if p != path]
+    if path.suffix == ".xml":
+        files.append(path.with_suffix(".bin"))
     return sum(p.stat().st_size for p in files if p.name.endswith(WEIGHT_SUFFIXES)) / 1e6
 
 
@@ -76,6 +83,8 @@ def load_runtime(
     kind = artifact_kind(path)
     if kind == "onnx":
         return _onnx_runtime(path, device, threads)
+    if kind == "openvino":
+        return _openvino_runtime(path, device, threads, precision)
     cls = model_class(task_type)
     if kind == "bnb":
         model = _load(cls, path, device_map={"": device})
@@ -142,3 +151,15 @@ def _onnx_runtime(path: Path, device: str, threads: int) -> Runtime:
         _config(path)["vocab_size"],
         params,
     )
+
+
+def _openvino_runtime(path: Path, device: str, threads: int, precision: str | None) -> Runtime:
+    from compress.openvino import ir_is_int8, ir_params, ov_forward, read_ir
+
+    if device != "cpu":
+        raise CompressError(f"{path}: OpenVINO models are evaluated on the CPU only")
+    model = read_ir(path)
+    int8 = ir_is_int8(path, model)
+    prec = "int8" if int8 else precision or "fp32"
+    forward = ov_forward(path, threads, "bf16" if prec == "bf16" else "fp32")
+    return Runtime("openvino", device, prec, forward, _config(path)["vocab_size"], ir_params(model))

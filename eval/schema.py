@@ -60,6 +60,31 @@ class Baseline(BaseModel):
     delta_ci: list[float] = Field(default_factory=list)
 
 
+class SeedRow(BaseModel):
+    """One variant's score over the recipe's seeds (CPU, as saved), with its paired difference
+    from the reference variant in each run."""
+
+    variant: str
+    seeds: list[int]
+    scores: list[float]
+    mean: float
+    sd: float  # sample standard deviation over the seeds
+    deltas: list[float] = Field(default_factory=list)  # minus the reference's, per seed
+    delta_mean: float | None = None
+    delta_sd: float | None = None
+
+
+class SeedPair(BaseModel):
+    """A KD student against its no-KD twin, run by run."""
+
+    kd: str
+    no_kd: str
+    differences: list[float]  # kd - no_kd, per seed
+    mean: float
+    sd: float
+    kd_better: int  # seeds on which the KD student scored higher
+
+
 class Metrics(BaseModel):
     """``eval/metrics.json``: what the evaluator measured."""
 
@@ -69,6 +94,8 @@ class Metrics(BaseModel):
     split: str
     split_description: str = ""  # what the split really is (e.g. CLUE's dev under "test")
     examples: int
+    labels: list[str] = Field(default_factory=list)  # classes or tags, in the models' id order
+    split_sizes: dict[str, int] = Field(default_factory=dict)  # examples per split as loaded
     reference: str  # the variant every row is compared with
     steps: list[str]  # the finished steps in scope, rows or not (an fp16 model has no CPU row)
     computed_from: dict[str, str] = Field(default_factory=dict)  # step -> its manifest hash
@@ -77,6 +104,9 @@ class Metrics(BaseModel):
     rows: list[MetricRow]
     majority: Baseline | None = None
     changed_since_last: list[str] = Field(default_factory=list)  # latencies that moved
+    # with ``seeds:`` in the recipe: scores over the repeated runs
+    seed_rows: list[SeedRow] = Field(default_factory=list)
+    seed_pairs: list[SeedPair] = Field(default_factory=list)
 
     def reference_row(self, device: str | None = None) -> MetricRow | None:
         """The reference variant's first row (on ``device`` when given), if measured."""

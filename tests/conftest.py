@@ -115,3 +115,42 @@ def tiny_recipe(
         },
         **extra,
     }
+
+
+def metric_row(variant: str, score: float, mb: float = 1.0, b1: float = 1.0, device="cpu", **extra):
+    """One evaluator row as plain data (``MetricRow`` fields), for report and summary tests."""
+    return {
+        "variant": variant,
+        "step": variant,
+        "path": f"/x/{variant}",
+        "stage": "x",
+        "runtime": "pytorch",
+        "device": device,
+        "precision": "fp32",
+        "params": 1e6,
+        "size_mb": mb,
+        "score": score,
+        "seq_len": 128,
+        "latency_ms": {"b1": {"p50": b1, "p90": b1, "mean": b1, "throughput": 1 / b1}},
+        "speedup": {"b1": 1.0},
+        "memory_mb": 1.0,
+        **extra,
+    }
+
+
+def metrics_of(rows: list[dict], reference: str):
+    """An ``eval/metrics.json`` record holding ``rows``."""
+    from eval.schema import Metrics
+
+    return Metrics(
+        recipe="r",
+        task="t",
+        metric="accuracy",
+        split="test",
+        examples=1,
+        reference=reference,
+        steps=list(dict.fromkeys(r["variant"] for r in rows)),
+        hardware={},
+        versions={},
+        rows=rows,
+    )

@@ -10,6 +10,7 @@ from eval.latency import interleaved_timings, summarize
 from eval.published import published_rows
 from eval.report import pareto_front, recommendations, render_report
 from eval.schema import MetricRow, Report
+from tests.conftest import metric_row, metrics_of
 
 
 class FakeClock:
@@ -51,24 +52,7 @@ def test_pareto_front():
     assert pareto_front(points) == [1, 0, 2]
 
 
-def _row(variant, score, mb, b1, device="cpu", **extra):
-    return {
-        "variant": variant,
-        "step": variant,
-        "path": f"/x/{variant}",
-        "stage": "x",
-        "runtime": "pytorch",
-        "device": device,
-        "precision": "fp32",
-        "params": 1e6,
-        "size_mb": mb,
-        "score": score,
-        "seq_len": 128,
-        "latency_ms": {"b1": {"p50": b1, "p90": b1, "mean": b1, "throughput": 1 / b1}},
-        "speedup": {"b1": 1.0},
-        "memory_mb": 1.0,
-        **extra,
-    }
+_row = metric_row
 
 
 def test_recommendations_pick_by_numbers():
@@ -175,7 +159,9 @@ def test_model_card_has_chain_and_measurements(tmp_path):
     card = (tmp_path / "02_student/model/README.md").read_text()
     assert "1. `teacher`: stage `finetune`, config hash `aaa`" in card
     assert "2. `student`: stage `distill`, config hash `bbb`" in card
-    assert "| pytorch | cpu | fp32 | 89.50 | 60.0 | 10.0 |" in card
+    assert "| pytorch | cpu | fp32 | 89.50 | – | 60.0 | 10.0 |" in card
+    assert f'model_dir = "{tmp_path}/02_student/model"' in card
+    assert 'pipeline("text-classification", model=model_dir)' in card
     assert [n for n, _ in manifest.chain("student")] == ["teacher", "student"]
     assert "not evaluated" in card_text("teacher", manifest, [], report)
     assert isinstance(report, Report)
@@ -295,23 +281,11 @@ def test_blocks_that_disagree_mark_a_latency_unstable():
 
 def test_a_new_evaluation_keeps_the_last_and_names_what_moved(tmp_path):
     from eval.evaluate import keep_previous
-    from eval.schema import Metrics
 
     def metrics(p50):
         row = _row("student", 0.9, 1, p50)
         row["latency_ms"]["b1"].update(iqr=0.1, block_p50=[p50] * 4, block_spread=0.02)
-        return Metrics(
-            recipe="r",
-            task="t",
-            metric="accuracy",
-            split="test",
-            examples=1,
-            reference="student",
-            steps=["student"],
-            hardware={},
-            versions={},
-            rows=[MetricRow(**row)],
-        )
+        return metrics_of([row], "student")
 
     path = tmp_path / "metrics.json"
     path.write_text(metrics(10.0).model_dump_json())

@@ -26,6 +26,20 @@ STEPS = [
         "mode": "static",
         "calibration_examples": 16,
     },
+    {
+        "name": "ov-int8",
+        "stage": "quantize",
+        "input": "fp32-onnx",
+        "backend": "openvino",
+        "calibration_examples": 16,
+    },
+    {
+        "name": "ov-fp32",
+        "stage": "quantize",
+        "input": "fp32-onnx",
+        "backend": "openvino",
+        "precision": "fp32",
+    },
     {"name": "bnb-int8", "stage": "quantize", "input": "teacher", "backend": "bitsandbytes"},
     {
         "name": "bnb-nf4",
@@ -86,6 +100,76 @@ def test_int8_reloads_with_optimum_and_plain_onnxruntime(run, name):
     assert details["validation"]["argmax_agreement"] >= 0.9
     row = {r["variant"]: r for r in report["rows"]}[name]
     assert row["precision"] == "int8" and row["size_mb"] < report["rows"][0]["size_mb"]
+
+
+def test_openvino_int8_is_nncf_quantized_and_validated(run):
+    import openvino as ov
+
+    root, report, steps = run
+    path = root / steps["ov-int8"]["output"]
+    assert path.name == "openvino_model.xml" and path.with_suffix(".bin").exists()
+    # a plain OpenVINO client reads it; NNCF's FakeQuantize ops are what make it int8
+    model = ov.Core().read_model(str(path))
+    assert any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+    details = steps["ov-int8"]["details"]
+    assert details["calibration_examples"] == 16
+    assert details["validation"]["argmax_agreement"] >= 0.9
+    rows = {r["variant"]: r for r in report["rows"]}
+    row = rows["ov-int8"]
+    assert (row["runtime"], row["device"], row["precision"]) == ("openvino", "cpu", "int8")
+    assert row["size_mb"] < rows["fp32-onnx"]["size_mb"] and "b1" in row["latency_ms"]
+    assert row["score"] >= rows["fp32-onnx"]["score"] - 0.1
+
+
+def test_openvino_fp32_ir_matches_the_onnx_model(run):
+    root, report, steps = run
+    check = steps["ov-fp32"]["details"]["validation"]
+    assert check["max_abs_diff"] < 1e-4 and check["argmax_agreement"] == 1.0
+    rows = {r["variant"]: r for r in report["rows"]}
+    assert rows["ov-fp32"]["precision"] == "fp32"
+    # the weights are kept fp32 on disk (OpenVINO's default would store them as f16)
+    import openvino as ov
+
+    model = ov.Core().read_model(str(root / steps["ov-fp32"]["output"]))
+    types = {op.get_output_element_type(0).get_type_name() for op in model.get_ops()}
+    assert "f32" in types and "f16" not in types
+    assert rows["ov-fp32"]["size_mb"] > 0.8 * rows["fp32-onnx"]["size_mb"]
+    assert rows["ov-fp32"]["score"] == pytest.approx(rows["fp32-onnx"]["score"], abs=1 / 40)
+
+
+def test_openvino_bf16_row_only_where_the_cpu_has_bf16(run, monkeypatch):
+    import compress.openvino
+    from eval.evaluate import Variant, runs_for
+
+    root, _, steps = run
+    fp32 = Variant("ov-fp32", "ov-fp32", "quantize", root / steps["ov-fp32"]["output"])
+    int8 = Variant("ov-int8", "ov-int8", "quantize", root / steps["ov-int8"]["output"])
+    monkeypatch.setattr(compress.openvino, "cpu_has_bf16", lambda: True)
+    assert runs_for(fp32, "cpu", []) == [None, "bf16"]
+    assert runs_for(int8, "cpu", []) == [None]
+    assert runs_for(fp32, "cuda", ["fp16"]) == []
+    monkeypatch.setattr(compress.openvino, "cpu_has_bf16", lambda: False)
+    assert runs_for(fp32, "cpu", []) == [None]
+
+
+@pytest.mark.parametrize("name", ["teacher", "int8-dynamic", "ov-int8"])
+def test_model_card_snippet_loads_the_model(run, name):
+    """The card's usage code, run as written, loads the artifact and gives the evaluator's
+    prediction for the example text."""
+    import re
+
+    root, report, steps = run
+    directory = (root / steps[name]["output"]).parent if name != "teacher" else None
+    card = ((directory or root / steps[name]["output"]) / "README.md").read_text()
+    assert "- Labels (id order): `negative`, `positive`." in card
+    assert "- Examples as loaded: train 160, dev 40, test 40." in card
+    (code,) = re.findall(r"```python\n(.*?)```", card, flags=re.S)
+    scope: dict = {}
+    exec(code, scope)
+    if name == "teacher":
+        assert scope["classify"].model.config.id2label == {0: "negative", 1: "positive"}
+    else:
+        assert np.asarray(scope["logits"]).shape == (1, 2)
 
 
 @pytest.mark.parametrize("name,precision", [("bnb-int8", "int8"), ("bnb-nf4", "nf4")])
@@ -189,6 +273,12 @@ def test_wrong_inputs_are_rejected_before_any_step_runs(cls_files):
     raw["steps"].append({"name": "bnb", "stage": "quantize", "backend": "bitsandbytes"})
     with pytest.raises(RecipeError, match="needs a PyTorch model directory as input"):
         parse_recipe(raw)
+    raw["steps"][-1] = {"name": "ort", "stage": "quantize"}
+    raw["steps"].append({"name": "ov", "stage": "quantize", "backend": "openvino"})
+    with pytest.raises(RecipeError, match="step 'ort' is already quantized; set input: to the"):
+        parse_recipe(raw)
+    raw["steps"][-1]["input"] = "q"
+    assert parse_recipe(raw).step("ov").kind == "openvino"
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
-"""Stage ``quantize``: ONNX Runtime int8 (dynamic or static), bitsandbytes int8/nf4/fp4, or a
-half-precision cast. The input artifact stays; the quantized one is a new step output."""
+"""Stage ``quantize``: ONNX Runtime int8 (dynamic or static), OpenVINO (NNCF int8 or fp32 IR),
+bitsandbytes int8/nf4/fp4, or a half-precision cast. The input artifact stays; the quantized one
+is a new step output."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from typing import Literal
 
 from pydantic import Field
 
-from compress.data import encode
+from compress.data import collate, encode
 from compress.models import load_model, load_tokenizer, model_class
 from compress.onnx import (
     Calibration,
+    ValidationError,
     compare_logits,
     cpu_preset,
     onnx_reference,
@@ -43,7 +45,14 @@ class QuantizeConfig(StageConfig):
     backend: str
 
 
-class OnnxRuntimeQuantize(QuantizeConfig):
+class _FromOnnx(QuantizeConfig):
+    """A backend that reads an export step's ONNX file."""
+
+    def accepts(self) -> set[ArtifactKind]:
+        return {"onnx"}
+
+
+class OnnxRuntimeQuantize(_FromOnnx):
     """ONNX Runtime int8 of an exported ONNX model (a CPU path)."""
 
     backend: Literal["onnxruntime"] = "onnxruntime"
@@ -60,11 +69,29 @@ class OnnxRuntimeQuantize(QuantizeConfig):
     calibration_examples: int = Field(128, ge=1, description="static mode")
     percentile: float = Field(99.999, gt=50, le=100, description="static percentile mode")
 
-    def accepts(self) -> set[ArtifactKind]:
-        return {"onnx"}
-
     def produces(self, input_kind: ArtifactKind | None) -> ArtifactKind:
         return "onnx"
+
+
+class OpenVinoQuantize(_FromOnnx):
+    """OpenVINO IR of an exported ONNX model: NNCF post-training int8, or fp32 (a CPU path)."""
+
+    backend: Literal["openvino"] = "openvino"
+    precision: Literal["int8", "fp32"] = Field(
+        "int8",
+        description="int8: NNCF post-training quantization calibrated on train examples; fp32: "
+        "the converted IR as is (the evaluator adds a bf16 row where the CPU has bf16)",
+    )
+    preset: Literal["performance", "mixed"] = Field(
+        "performance", description="NNCF preset: symmetric (performance) or mixed activations"
+    )
+    calibration_examples: int = Field(300, ge=1, description="int8: train examples")
+    atol: float = Field(
+        1e-4, gt=0, description="fp32: largest allowed logit difference from the ONNX model"
+    )
+
+    def produces(self, input_kind: ArtifactKind | None) -> ArtifactKind:
+        return "openvino"
 
 
 class BitsAndBytesQuantize(QuantizeConfig):
@@ -86,6 +113,7 @@ class TorchCast(QuantizeConfig):
 
 BACKENDS: dict[str, type[QuantizeConfig]] = {
     "onnxruntime": OnnxRuntimeQuantize,
+    "openvino": OpenVinoQuantize,
     "bitsandbytes": BitsAndBytesQuantize,
     "torch": TorchCast,
 }
@@ -137,6 +165,49 @@ def quantize_onnx(cfg: OnnxRuntimeQuantize, src: Path, ctx: StageContext, out: P
     return quantized, details
 
 
+def quantize_openvino(cfg: OpenVinoQuantize, src: Path, ctx: StageContext, out: Path):
+    """The ONNX model converted to OpenVINO IR (and NNCF int8), checked against the ONNX model
+    on dev examples like the ONNX Runtime path."""
+    from compress import openvino as ov
+
+    tokenizer = load_tokenizer(src.parent)
+    model = ov.convert_onnx(src)
+    if cfg.precision == "int8":
+        enc = encode(
+            ctx.task.splits["train"][: cfg.calibration_examples],
+            tokenizer,
+            ctx.task,
+            ctx.max_seq_len,
+        )
+        examples = [
+            {k: v.numpy() for k, v in collate(enc, [i], with_labels=False).items()}
+            for i in range(len(enc.input_ids))
+        ]
+        model = ov.nncf_int8(model, examples, len(examples), cfg.preset)
+    produced = ov.save_ir(model, out)
+    for name in SIDE_FILES:
+        if (src.parent / name).exists():
+            shutil.copy(src.parent / name, out / name)
+    batches = validation_batches(ctx.task, tokenizer, ctx.max_seq_len, 64)
+    check = compare_logits(onnx_reference(src), ov.ov_forward(produced), batches)
+    log.info(
+        "OpenVINO %s vs ONNX fp32: max |diff| %.3g, argmax agreement %.4f",
+        cfg.precision,
+        check["max_abs_diff"],
+        check["argmax_agreement"],
+    )
+    details = {"precision": cfg.precision, "validation": check}
+    if cfg.precision == "int8":
+        details |= {"preset": cfg.preset, "calibration_examples": len(examples)}
+    elif check["max_abs_diff"] > cfg.atol:
+        raise ValidationError(
+            f"the OpenVINO IR's logits differ from the ONNX model's by "
+            f"{check['max_abs_diff']:.2e} > atol {cfg.atol:g}; raise atol if this is expected",
+            details,
+        )
+    return produced, details
+
+
 def quantize_bnb(cfg: BitsAndBytesQuantize, src: Path, ctx: StageContext, out: Path):
     import torch
     from transformers import BitsAndBytesConfig
@@ -174,6 +245,8 @@ def quantize(cfg: QuantizeConfig, src: Path | None, ctx: StageContext) -> StageR
     out.mkdir(parents=True)
     if isinstance(cfg, OnnxRuntimeQuantize):
         produced, details = quantize_onnx(cfg, src, ctx, out)
+    elif isinstance(cfg, OpenVinoQuantize):
+        produced, details = quantize_openvino(cfg, src, ctx, out)
     elif isinstance(cfg, BitsAndBytesQuantize):
         produced, details = quantize_bnb(cfg, src, ctx, out)
     else:

@@ -1,0 +1,111 @@
+"""OpenVINO helpers shared by the quantize stage and the evaluator: the project's ONNX export to
+OpenVINO IR, NNCF post-training int8 calibrated on task examples, and an inference forward.
+
+The plain ``openvino`` and ``nncf`` APIs are used rather than optimum-intel's ``OVModelFor...``
+classes: every optimum-intel release that supports OpenVINO 2026 requires ``torchvision`` and
+``optimum~=2.3``, which would replace the pinned torch build and move optimum off the version
+optimum-onnx is tested with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from compress.errors import CompressError
+
+IR_NAME = "openvino_model.xml"  # the file name optimum-intel also uses
+# ops NNCF inserts for int8 activations and weights; their presence is what makes an IR int8
+INT8_OPS = ("FakeQuantize", "FakeConvert")
+
+
+def _ov():
+    import openvino
+
+    return openvino
+
+
+def convert_onnx(onnx_path: Path):
+    """The ONNX model as an ``openvino.Model`` (dynamic batch and sequence axes kept)."""
+    return _ov().convert_model(str(onnx_path))
+
+
+def save_ir(model, out_dir: Path) -> Path:
+    """Write ``openvino_model.xml``/``.bin``; float weights stay fp32 (OpenVINO would halve
+    them by default, which is a different model from the one that was validated)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / IR_NAME
+    _ov().save_model(model, str(path), compress_to_fp16=False)
+    return path
+
+
+def nncf_int8(model, examples: Iterable[dict[str, np.ndarray]], count: int, preset: str):
+    """NNCF post-training int8 of ``model``, calibrated on ``count`` examples (one per item).
+
+    ``model_type=TRANSFORMER`` keeps the numerically sensitive parts (softmax, layer norm) in
+    float, as NNCF's documentation recommends for BERT-like models.
+    """
+    import nncf
+
+    return nncf.quantize(
+        model,
+        nncf.Dataset(list(examples)),
+        preset=nncf.QuantizationPreset(preset),
+        model_type=nncf.ModelType.TRANSFORMER,
+        subset_size=count,
+    )
+
+
+def read_ir(path: Path):
+    try:
+        return _ov().Core().read_model(str(path))
+    except RuntimeError as exc:
+        raise CompressError(
+            f"could not read the OpenVINO model {path}: {exc}; the .xml or its .bin may be "
+            "truncated: run the step that wrote it again"
+        ) from exc
+
+
+def ir_is_int8(path: Path, model=None) -> bool:
+    """Whether an IR computes in int8: decided by its graph (NNCF's quantize ops)."""
+    model = model if model is not None else read_ir(path)
+    return any(op.get_type_name() in INT8_OPS for op in model.get_ops())
+
+
+def cpu_has_bf16() -> bool:
+    """Whether OpenVINO can run bf16 on this CPU (AVX512-BF16 or AMX)."""
+    return "BF16" in _ov().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def ir_params(model) -> int:
+    """Weights in the IR's constants with at least one dimension (as counted for ONNX)."""
+    return sum(
+        int(np.prod(op.get_output_shape(0)))
+        for op in model.get_ops()
+        if op.get_type_name() == "Constant" and len(op.get_output_shape(0)) >= 1
+    )
+
+
+def ov_forward(path: Path, threads: int | None = None, precision: str = "fp32"):
+    """``forward(batch) -> logits`` of an IR on the CPU, with ``threads`` inference threads and
+    ``precision`` fp32 or bf16 as the inference precision hint."""
+    ov = _ov()
+    model = read_ir(path)
+    config = {
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_PRECISION_HINT": {"bf16": "bf16"}.get(precision, "f32"),
+    }
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = ov.Core().compile_model(model, "CPU", config)
+    names = {name for port in compiled.inputs for name in port.get_names()}
+    request = compiled.create_infer_request()
+
+    def forward(batch: dict[str, torch.Tensor]) -> np.ndarray:
+        feeds = {k: v.cpu().numpy().astype(np.int64) for k, v in batch.items() if k in names}
+        return np.array(request.infer(feeds)[compiled.output(0)], copy=True)
+
+    return forward
