@@ -1,4 +1,5 @@
-"""Examples to model inputs: tokenisation, label alignment for NER, length-bucketed batches."""
+"""Examples to model inputs: tokenisation, label alignment for NER, context windows for QA,
+length-bucketed batches."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from compress.qa import QAExample, Windows, windows
 from compress.tasks import Example, TaskData
 
 IGNORE = -100  # label id the loss and the metrics skip
@@ -22,12 +24,25 @@ class Encoded:
     labels: list  # int per example, or a list of ids per token (IGNORE off the first sub-token)
     word_ids: list[list[int | None]] | None = None
     n_words: list[int] | None = None
+    # qa: one row per window; the windows (example index, offsets) and their examples
+    windows: Windows | None = None
+    qa_examples: list[QAExample] | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
 
 def encode(examples: list[Example], tokenizer, task: TaskData, max_len: int) -> Encoded:
+    if task.type == "qa":
+        wins = windows(
+            examples,  # type: ignore[arg-type]  (QAExample for qa tasks)
+            tokenizer,
+            max_len,
+            task.options.get("doc_stride", 128),
+            task.options.get("max_query_len", 64),
+        )
+        labels = list(zip(wins.start_positions, wins.end_positions, strict=True))
+        return Encoded(wins.input_ids, wins.token_type_ids, labels, None, None, wins, examples)
     label2id = task.label2id
     if task.type == "ner":
         enc = tokenizer(
@@ -81,7 +96,10 @@ def collate(enc: Encoded, indices: list[int], with_labels: bool = True) -> dict[
         "attention_mask": torch.from_numpy(mask),
         "token_type_ids": torch.from_numpy(types),
     }
-    if with_labels:
+    if with_labels and enc.windows is not None:
+        batch["start_positions"] = torch.tensor([enc.labels[i][0] for i in indices])
+        batch["end_positions"] = torch.tensor([enc.labels[i][1] for i in indices])
+    elif with_labels:
         if enc.word_ids is None:
             batch["labels"] = torch.tensor([enc.labels[i] for i in indices])
         else:

@@ -83,10 +83,19 @@ def textbrewer_matches(cfg: KDConfig, teacher_cfg, student_cfg) -> list[dict]:
 
 
 def make_adaptor(task_type: str):
-    """TextBrewer adaptor: logits, hidden states, masks; NER masks padding and special tokens."""
+    """TextBrewer adaptor: logits, hidden states, masks; NER masks padding and special tokens,
+    QA distils its start and end logits over the real tokens."""
 
     def adaptor(batch, outputs):
-        out = {"logits": [outputs.logits], "inputs_mask": batch["attention_mask"]}
+        if task_type == "qa":  # start and end logits, each over the real tokens
+            real = batch["attention_mask"].bool()
+            out = {
+                "logits": [outputs.start_logits, outputs.end_logits],
+                "logits_mask": [real, real],
+                "inputs_mask": batch["attention_mask"],
+            }
+        else:
+            out = {"logits": [outputs.logits], "inputs_mask": batch["attention_mask"]}
         if outputs.hidden_states is not None:
             out["hidden"] = list(outputs.hidden_states)
         if task_type == "ner":

@@ -85,13 +85,16 @@ class ModelSource(BaseModel):
 
 
 def model_class(task_type: str):
-    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
-
-    return (
-        AutoModelForTokenClassification
-        if task_type == "ner"
-        else AutoModelForSequenceClassification
+    from transformers import (
+        AutoModelForQuestionAnswering,
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
     )
+
+    return {
+        "ner": AutoModelForTokenClassification,
+        "qa": AutoModelForQuestionAnswering,
+    }.get(task_type, AutoModelForSequenceClassification)
 
 
 def looks_local(source: str) -> bool:

@@ -15,6 +15,7 @@ import torch
 
 from compress.data import batch_indices, collate, encode
 from compress.errors import CompressError
+from compress.scoring import output_logits
 
 
 class ValidationError(CompressError):
@@ -36,7 +37,12 @@ def session(path: Path, threads: int | None = None):
 
 def run_session(sess, batch: dict[str, torch.Tensor]) -> np.ndarray:
     names = {i.name for i in sess.get_inputs()}
-    return sess.run(None, {k: v.numpy() for k, v in batch.items() if k in names})[0]
+    return stack_outputs(sess.run(None, {k: v.numpy() for k, v in batch.items() if k in names}))
+
+
+def stack_outputs(outputs: list[np.ndarray]) -> np.ndarray:
+    """A graph's logits; a QA graph's two outputs (start, end logits) stacked as ``[..., 2]``."""
+    return np.stack(outputs[:2], axis=-1) if len(outputs) == 2 else outputs[0]
 
 
 def validation_batches(task, tokenizer, max_len: int, n: int, batch_size: int = 16):
@@ -54,7 +60,7 @@ def torch_reference(model):
 
     def forward(batch):
         with torch.inference_mode():
-            return model(**batch).logits.float().numpy()
+            return output_logits(model(**batch)).float().numpy()
 
     return forward
 
@@ -64,15 +70,23 @@ def onnx_reference(path: Path):
     return lambda batch: run_session(sess, batch)
 
 
-def compare_logits(reference, candidate, batches) -> dict[str, float]:
+def compare_logits(reference, candidate, batches, spans: bool = False) -> dict[str, float]:
     """Max absolute logit difference and argmax agreement of ``candidate`` (an ONNX file, or a
     ``forward(batch) -> logits``) against ``reference(batch) -> logits``, over real
-    (non-padding) positions."""
+    (non-padding) positions. ``spans`` (QA): agreement is on the argmax position of the start
+    and of the end logits over each sequence."""
     if isinstance(candidate, Path):
         candidate = onnx_reference(candidate)
     max_diff, agree, total = 0.0, 0, 0
     for batch in batches:
         ref, got = reference(batch), candidate(batch)
+        if spans:
+            mask = batch["attention_mask"].numpy().astype(bool)
+            max_diff = max(max_diff, float(np.abs(ref - got)[mask].max()))
+            masked = np.where(mask[..., None], 0.0, -np.inf)
+            same = (ref + masked).argmax(1) == (got + masked).argmax(1)  # (batch, start/end)
+            agree, total = agree + int(same.sum()), total + same.size
+            continue
         mask = batch["attention_mask"].numpy().astype(bool) if ref.ndim == 3 else None
         diff = np.abs(ref - got)
         max_diff = max(max_diff, float(diff[mask].max() if mask is not None else diff.max()))

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from compress.errors import CompressError
+from compress.onnx import stack_outputs
 
 IR_NAME = "openvino_model.xml"  # the file name optimum-intel also uses
 # ops NNCF inserts for int8 activations and weights; their presence is what makes an IR int8
@@ -106,6 +107,7 @@ def ov_forward(path: Path, threads: int | None = None, precision: str = "fp32"):
 
     def forward(batch: dict[str, torch.Tensor]) -> np.ndarray:
         feeds = {k: v.cpu().numpy().astype(np.int64) for k, v in batch.items() if k in names}
-        return np.array(request.infer(feeds)[compiled.output(0)], copy=True)
+        result = request.infer(feeds)
+        return stack_outputs([np.array(result[port], copy=True) for port in compiled.outputs])
 
     return forward

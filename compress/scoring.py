@@ -1,5 +1,5 @@
 """Task metrics shared by training (dev checks) and the evaluator: accuracy for classification,
-entity-level micro F1 (seqeval) for NER."""
+entity-level micro F1 (seqeval) for NER, CMRC 2018's official F1 (and EM) for extractive QA."""
 
 from __future__ import annotations
 
@@ -11,7 +11,15 @@ import torch
 from compress.data import Encoded, batch_indices, collate
 from compress.tasks import Example, TaskData
 
-Forward = Callable[[dict[str, torch.Tensor]], np.ndarray]  # batch -> logits
+# batch -> logits; for QA, start and end logits stacked on the last axis (batch, tokens, 2)
+Forward = Callable[[dict[str, torch.Tensor]], np.ndarray]
+
+
+def output_logits(outputs) -> torch.Tensor:
+    """A model's logits; a QA model's start and end logits stacked as ``[..., 2]``."""
+    if getattr(outputs, "start_logits", None) is not None:
+        return torch.stack([outputs.start_logits, outputs.end_logits], dim=-1)
+    return outputs.logits
 
 
 def predict(forward: Forward, enc: Encoded, batch_size: int = 64) -> list[np.ndarray]:
@@ -38,7 +46,26 @@ def word_tags(
 
 
 def predicted_labels(task: TaskData, enc: Encoded, logits: list[np.ndarray]) -> list:
-    """The label of each example (classification) or the tag of each character (NER)."""
+    """The label of each example (classification), the tag of each character (NER) or the
+    answer text of each question (QA: the best span over the question's windows)."""
+    if task.type == "qa":
+        from compress.qa import best_spans
+
+        assert enc.windows is not None and enc.qa_examples is not None
+        width = max(len(row) for row in logits)
+        start = np.full((len(logits), width), -np.inf, dtype=np.float32)
+        end = np.full_like(start, -np.inf)
+        for w, row in enumerate(logits):
+            start[w, : len(row)], end[w, : len(row)] = row[:, 0], row[:, 1]
+        answers = best_spans(
+            enc.qa_examples,
+            enc.windows,
+            start,
+            end,
+            task.options.get("n_best", 20),
+            task.options.get("max_answer_len", 30),
+        )
+        return [answers[ex.id] for ex in enc.qa_examples]
     if task.type == "classification":
         return [task.labels[int(np.argmax(row))] for row in logits]
     assert enc.word_ids is not None and enc.n_words is not None
@@ -54,6 +81,16 @@ def example_counts(task: TaskData, examples: list[Example], predicted: list) -> 
     predicted, gold]`` entities for entity F1 (seqeval's default entity rules)."""
     if task.type == "classification":
         return np.array([[float(p == ex.label)] for p, ex in zip(predicted, examples, strict=True)])
+    if task.type == "qa":
+        from compress.qa_metric import exact_match, f1
+
+        return np.array(
+            [
+                [exact_match(p, ex.answers), f1(p, ex.answers)]
+                for p, ex in zip(predicted, examples, strict=True)
+            ],
+            dtype=float,
+        ).reshape(-1, 2)
     from seqeval.metrics.sequence_labeling import get_entities
 
     rows = []
@@ -65,9 +102,11 @@ def example_counts(task: TaskData, examples: list[Example], predicted: list) -> 
 
 def score_counts(task_type: str, counts: np.ndarray) -> float:
     """The task metric of per-example ``counts`` (``example_counts``) as a fraction:
-    accuracy, or entity F1 = 2 TP / (predicted + gold)."""
+    accuracy, entity F1 = 2 TP / (predicted + gold), or QA's mean F1 over questions."""
     if task_type == "classification":
         return float(counts[:, 0].mean()) if len(counts) else 0.0
+    if task_type == "qa":
+        return float(counts[:, 1].mean()) if len(counts) else 0.0
     tp, pred, gold = counts.sum(0)
     return float(2 * tp / (pred + gold)) if pred + gold else 0.0
 
@@ -84,7 +123,7 @@ def torch_forward(model, device: str = "cpu") -> Forward:
     @torch.inference_mode()
     def forward(batch: dict[str, torch.Tensor]) -> np.ndarray:
         batch = {k: v.to(device) for k, v in batch.items()}
-        return model(**batch).logits.float().cpu().numpy()
+        return output_logits(model(**batch)).float().cpu().numpy()
 
     return forward
 
@@ -101,7 +140,10 @@ def evaluate_torch(
 
 
 def per_class(task: TaskData, examples: list[Example], predicted: list) -> dict[str, dict]:
-    """Precision, recall, F1 and support per class (classification) or per entity type (NER)."""
+    """Precision, recall, F1 and support per class (classification) or per entity type (NER);
+    nothing for QA (its EM is in ``other_scores``)."""
+    if task.type == "qa":
+        return {}
     if task.type == "ner":
         from seqeval.metrics import classification_report
 
@@ -136,8 +178,19 @@ def per_class(task: TaskData, examples: list[Example], predicted: list) -> dict[
 def majority_prediction(task: TaskData, examples: list[Example]) -> tuple[str, list]:
     """The trivial baseline: the most frequent train label for every example (classification)
     or all-O (NER), with its description."""
+    if task.type == "qa":
+        return "the empty answer", [""] * len(examples)
     if task.type == "ner":
         return "all O", [["O"] * len(ex.tags or ()) for ex in examples]
     labels = [ex.label for ex in task.splits["train"]]
     common = max(task.labels, key=labels.count)
     return f"always {common!r} (most frequent in train)", [common] * len(examples)
+
+
+def other_scores(task_type: str, counts: np.ndarray) -> dict[str, float]:
+    """Scores a task reports beside its metric, as fractions: QA's EM and F1 (and their
+    average, as CMRC 2018's leaderboard gives it)."""
+    if task_type != "qa" or not len(counts):
+        return {}
+    em, f1 = float(counts[:, 0].mean()), float(counts[:, 1].mean())
+    return {"em": em, "f1": f1, "average": (em + f1) / 2}

@@ -10,8 +10,16 @@ import yaml
 from compress.manifest import Manifest, StepEntry
 from eval.schema import MetricRow, Report
 
-PIPELINE_TASKS = {"accuracy": "text-classification", "entity_f1": "token-classification"}
-AUTO_CLASSES = {"accuracy": "SequenceClassification", "entity_f1": "TokenClassification"}
+PIPELINE_TASKS = {
+    "accuracy": "text-classification",
+    "entity_f1": "token-classification",
+    "qa_f1": "question-answering",
+}
+AUTO_CLASSES = {
+    "accuracy": "SequenceClassification",
+    "entity_f1": "TokenClassification",
+    "qa_f1": "QuestionAnswering",
+}
 
 
 def card_text(
@@ -105,7 +113,10 @@ def _usage(root: Path, entry: StepEntry, report: Report) -> list[str]:
     path = root / (entry.output or "")
     here = path.parent if entry.kind in ("onnx", "openvino") else path
     auto = AUTO_CLASSES.get(report.metric, "SequenceClassification")
+    qa = report.metric == "qa_f1"
     text = '"这家店的服务很好"'
+    inputs = '"哪家店服务好？", "这家店的服务很好"' if qa else f"[{text}]"
+    call = 'question="哪家店服务好？", context="这家店的服务很好"' if qa else text
     if entry.kind == "onnx":
         return [
             "```python",
@@ -115,7 +126,7 @@ def _usage(root: Path, entry: StepEntry, report: Report) -> list[str]:
             f'model_dir = "{here}"  # this directory',
             f'model = ORTModelFor{auto}.from_pretrained(model_dir, file_name="{path.name}")',
             "tokenizer = AutoTokenizer.from_pretrained(model_dir)",
-            f'logits = model(**tokenizer([{text}], return_tensors="pt")).logits',
+            f'outputs = model(**tokenizer({inputs}, return_tensors="pt"))',
             "```",
         ]
     if entry.kind == "openvino":
@@ -127,7 +138,7 @@ def _usage(root: Path, entry: StepEntry, report: Report) -> list[str]:
             f'model_dir = "{here}"  # this directory',
             f'compiled = ov.Core().compile_model(f"{{model_dir}}/{path.name}", "CPU")',
             "tokenizer = AutoTokenizer.from_pretrained(model_dir)",
-            f'logits = compiled(dict(tokenizer([{text}], return_tensors="np")))[0]',
+            f'logits = compiled(dict(tokenizer({inputs}, return_tensors="np")))[0]',
             "```",
         ]
     lines = ["```python", "from transformers import pipeline", ""]
@@ -141,7 +152,7 @@ def _usage(root: Path, entry: StepEntry, report: Report) -> list[str]:
         f'model_dir = "{here}"  # this directory',
         f'classify = pipeline("{PIPELINE_TASKS.get(report.metric, "text-classification")}", '
         "model=model_dir)",
-        f"print(classify({text}))",
+        f"print(classify({call}))",
         "```",
     ]
 

@@ -23,6 +23,7 @@ from compress.recipe import EvaluateConfig, Recipe
 from compress.scoring import (
     example_counts,
     majority_prediction,
+    other_scores,
     per_class,
     predict,
     predicted_labels,
@@ -132,7 +133,7 @@ def score_variant(
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     rt = load_runtime(variant.path, task.type, device, threads, precision)
-    predicted = predicted_labels(task, enc, predict(rt.forward, enc))
+    predicted = predicted_labels(task, enc, predict(rt.forward, enc, rt.scoring_batch))
     counts = example_counts(task, examples, predicted)
     value = score_counts(task.type, counts)
     # GPU: peak allocated while scoring; CPU rows get a fresh-process measurement later
@@ -152,6 +153,7 @@ def score_variant(
         path=str(variant.path),
         score_ci=[round(v, 5) for v in score_interval(task.type, counts)],
         per_class=per_class(task, examples, predicted),
+        other_scores={k: round(v, 5) for k, v in other_scores(task.type, counts).items()},
     )
     log.info(
         "%s on %s (%s %s): %s %.4f",

@@ -90,6 +90,7 @@ def _fmt_row(row: MetricRow, ref: MetricRow, batches: list[str]) -> str:
         f"{row.params / 1e6:.2f}",
         f"{row.size_mb:.1f}",
         f"{row.score * 100:.2f}{_points(row.score_ci)}",
+        *([f"{row.other_scores['em'] * 100:.2f}"] if "em" in row.other_scores else []),
         _delta_cell(row, ref),
         f"{kept:.1f}%",
     ]
@@ -102,6 +103,7 @@ def _fmt_row(row: MetricRow, ref: MetricRow, batches: list[str]) -> str:
 
 def _table(rows: list[MetricRow], ref: MetricRow, title: str) -> list[str]:
     batches = sorted({b for r in rows for b in r.latency_ms}, key=lambda b: int(b[1:]))
+    em = all("em" in r.other_scores for r in rows)  # QA: EM beside the F1 score
     head = (
         [
             "variant",
@@ -112,6 +114,7 @@ def _table(rows: list[MetricRow], ref: MetricRow, title: str) -> list[str]:
             "params (M)",
             "MB",
             "score [95% CI]",
+            *(["EM"] if em else []),
             "Δ pts [95% paired CI]",
             "kept",
         ]

@@ -15,6 +15,7 @@ import torch
 
 from compress.errors import CompressError
 from compress.models import load_errors, model_class, source_error
+from compress.onnx import stack_outputs
 from compress.scoring import Forward, torch_forward
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".data")
@@ -28,6 +29,9 @@ class Runtime:
     forward: Forward
     vocab_size: int
     params: int
+    # examples per scoring call; 1 where a batch's padding changes the numbers (ONNX Runtime's
+    # dynamic int8 takes its activation ranges from the whole input tensor, padding included)
+    scoring_batch: int = 64
 
 
 def artifact_kind(path: Path) -> str:
@@ -141,8 +145,9 @@ def _onnx_runtime(path: Path, device: str, threads: int) -> Runtime:
 
     def forward(batch: dict[str, torch.Tensor]) -> np.ndarray:
         feeds = {k: v.cpu().numpy().astype(np.int64) for k, v in batch.items() if k in names}
-        return session.run(None, feeds)[0]
+        return stack_outputs(session.run(None, feeds))
 
+    dynamic = any(n.op_type == "DynamicQuantizeLinear" for n in graph.node)
     return Runtime(
         "onnxruntime",
         device,
@@ -150,6 +155,7 @@ def _onnx_runtime(path: Path, device: str, threads: int) -> Runtime:
         forward,
         _config(path)["vocab_size"],
         params,
+        scoring_batch=1 if dynamic else 64,
     )
 
 

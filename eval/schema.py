@@ -43,6 +43,7 @@ class MetricRow(BaseModel):
     delta_ci: list[float] = Field(default_factory=list)
     within_noise: bool | None = None  # the paired interval contains 0
     per_class: dict[str, dict[str, float]] = Field(default_factory=dict)  # P/R/F1/support
+    other_scores: dict[str, float] = Field(default_factory=dict)  # e.g. QA's EM, as fractions
     seq_len: int
     path: str
     memory_mb: float | None = None

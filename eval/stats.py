@@ -15,6 +15,8 @@ def _metric(task_type: str):
     ``compress.scoring.example_counts``)."""
     if task_type == "classification":
         return lambda correct, axis=-1: correct.mean(axis=axis)
+    if task_type == "qa":  # columns EM and F1 per question; the score is the mean F1
+        return lambda em, f1, axis=-1: f1.mean(axis=axis)
 
     def f1(tp, pred, gold, axis=-1):
         denom = pred.sum(axis=axis) + gold.sum(axis=axis)

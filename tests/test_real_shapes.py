@@ -7,6 +7,7 @@ import pytest
 from compress.errors import CompressError, ModelSourceError
 from compress.recipe import load_recipe
 from compress.runner import run_recipe
+from compress.tasks import SPLITS
 from tests.conftest import sentiment_rows
 from tests.lert_shapes import build_lert
 
@@ -209,3 +210,38 @@ def test_tnews_recipe(tmp_path, lert_dirs):
     root = run_recipe(load_recipe("recipes/finetune-lert-base-tnews.yaml", overrides), tmp_path)
     model_config = json.loads((root / "01_lert-base/model/config.json").read_text())
     assert len(model_config["id2label"]) == 15
+
+
+@pytest.mark.parametrize("name", ["cmrc2018", "drcd"])
+def test_reading_comprehension_recipe_real_shapes(tmp_path, lert_dirs, name):
+    """LERT-large and LERT-small-shaped checkpoints through every stage of the QA recipe, on
+    made-up files in the release layout, a few steps each."""
+    from tests.conftest import qa_rows, write_qa
+
+    files = {s: write_qa(tmp_path / f"{s}.json", qa_rows(12, i)) for i, s in enumerate(SPLITS)}
+    overrides = [
+        *(f"task.{s}={p}" for s, p in files.items()),
+        *QUICK,
+        "task.max_seq_len=48",
+        "task.doc_stride=16",
+        f"steps.teacher.model={lert_dirs['lert-large']}",
+        f"steps.student.student.init={lert_dirs['lert-small']}",
+        *_steps(["teacher", "student"], max_steps=2, batch_size=4),
+        *QUICK_PRUNE,
+        "steps.pruned-ov-int8.calibration_examples=8",
+    ]
+    root = run_recipe(
+        load_recipe(f"recipes/distill-large-to-small-{name}.yaml", overrides), tmp_path
+    )
+    report = json.loads((root / "report.json").read_text())
+    rows = {r["variant"]: r for r in report["rows"]}
+    assert report["metric"] == "qa_f1" and 320e6 < rows["teacher"]["params"] < 330e6
+    assert {"student", "student-no-kd", "pruned", "pruned-onnx", "pruned-int8"} <= set(rows)
+    assert rows["pruned-ov-int8"]["runtime"] == "openvino"
+    steps = json.loads((root / "manifest.json").read_text())["steps"]
+    assert [(m["layer_T"], m["layer_S"]) for m in steps["student"]["details"]["matches"]][:2] == [
+        (0, 0),
+        (2, 1),
+    ]
+    published = {p["model"]: p["score"] for p in report["published"]}
+    assert published["hfl/chinese-lert-small"].startswith("EM ")

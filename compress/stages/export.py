@@ -15,7 +15,11 @@ from compress.registry import ArtifactKind, StageConfig, StageContext, StageResu
 
 log = logging.getLogger(__name__)
 
-OPTIMUM_TASKS = {"classification": "text-classification", "ner": "token-classification"}
+OPTIMUM_TASKS = {
+    "classification": "text-classification",
+    "ner": "token-classification",
+    "qa": "question-answering",
+}
 
 
 class ExportConfig(StageConfig):
@@ -67,7 +71,7 @@ def export(cfg: ExportConfig, src: Path | None, ctx: StageContext) -> StageResul
         onnx_path = optimize_onnx(out, cfg.optimize)
     model, tokenizer = load_model(src, ctx.task.type), load_tokenizer(src)
     batches = validation_batches(ctx.task, tokenizer, ctx.max_seq_len, cfg.validation_examples)
-    check = compare_logits(torch_reference(model), onnx_path, batches)
+    check = compare_logits(torch_reference(model), onnx_path, batches, spans=ctx.task.type == "qa")
     details = {"validation": check, "opset": cfg.opset, "optimize": cfg.optimize}
     log.info(
         "ONNX vs PyTorch: max |diff| %.2e, argmax agreement %.4f",

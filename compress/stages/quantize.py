@@ -149,7 +149,7 @@ def quantize_onnx(cfg: OnnxRuntimeQuantize, src: Path, ctx: StageContext, out: P
     chosen = "chosen from this CPU" if cfg.preset == "auto" else "from the recipe"
     log.info("ONNX Runtime %s int8 with preset %s (%s)", cfg.mode, preset, chosen)
     batches = validation_batches(ctx.task, tokenizer, ctx.max_seq_len, 64)
-    check = compare_logits(onnx_reference(src), quantized, batches)
+    check = compare_logits(onnx_reference(src), quantized, batches, ctx.task.type == "qa")
     log.info(
         "int8 vs fp32: max |diff| %.3f, argmax agreement %.4f",
         check["max_abs_diff"],
@@ -189,7 +189,9 @@ def quantize_openvino(cfg: OpenVinoQuantize, src: Path, ctx: StageContext, out: 
         if (src.parent / name).exists():
             shutil.copy(src.parent / name, out / name)
     batches = validation_batches(ctx.task, tokenizer, ctx.max_seq_len, 64)
-    check = compare_logits(onnx_reference(src), ov.ov_forward(produced), batches)
+    check = compare_logits(
+        onnx_reference(src), ov.ov_forward(produced), batches, ctx.task.type == "qa"
+    )
     log.info(
         "OpenVINO %s vs ONNX fp32: max |diff| %.3g, argmax agreement %.4f",
         cfg.precision,

@@ -13,6 +13,8 @@ from compress.tasks.config import TaskConfig, TaskType
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "dev", "test")
+# the metric of each task type; qa_f1 is CMRC 2018's official F1 (EM is reported beside it)
+METRICS = {"classification": "accuracy", "ner": "entity_f1", "qa": "qa_f1"}
 
 
 @dataclass(frozen=True)
@@ -36,20 +38,25 @@ class TaskData:
     stats: dict = field(default_factory=dict)
     # what each evaluation split really is, where its name alone would mislead
     split_names: dict[str, str] = field(default_factory=dict)
+    # qa: windowing and answer extraction (doc_stride, max_query_len, n_best, max_answer_len)
+    options: dict = field(default_factory=dict)
 
     def split_name(self, split: str) -> str:
         return self.split_names.get(split, split)
 
     @property
     def metric(self) -> str:
-        return "accuracy" if self.type == "classification" else "entity_f1"
+        return METRICS[self.type]
 
     @property
     def label2id(self) -> dict[str, int]:
         return {label: i for i, label in enumerate(self.labels)}
 
     def texts(self, split: str = "train") -> list[str]:
-        """Every text of a split (both sides of a pair), for vocabularies and calibration."""
+        """Every text of a split (both sides of a pair, question and context), for vocabularies
+        and calibration."""
+        if self.type == "qa":
+            return [t for ex in self.splits[split] for t in (ex.question, ex.context)]
         out = []
         for ex in self.splits[split]:
             out.append("".join(ex.tokens) if ex.tokens is not None else ex.text)
@@ -72,12 +79,12 @@ SOURCE_OPTIONS = {
 class TaskEntry:
     loader: Loader
     description: str
-    type: str  # classification | ner | qa (qa: registered, not supported yet)
+    type: str  # classification | ner | qa, or "any" (task.type says)
     sources: frozenset[str] = frozenset({"local", "hub"})  # "embedded": ships with a package
 
     @property
     def metric(self) -> str:
-        return {"classification": "accuracy", "ner": "entity_f1"}.get(self.type, "-")
+        return METRICS.get(self.type, "-")
 
 
 TASKS: dict[str, TaskEntry] = {}
@@ -122,12 +129,12 @@ def check_task_config(cfg: TaskConfig) -> list[str]:
     if entry.sources == {"hub"} and not cfg.dataset:
         problems.append("task.dataset: a hub task needs a datasets id")
     if entry.type == "any" and cfg.type is None:
-        problems.append(f"task.type: set classification or ner for task {cfg.name!r}")
+        problems.append(f"task.type: set classification, ner or qa for task {cfg.name!r}")
     return problems
 
 
 def registered_tasks() -> dict[str, TaskEntry]:
-    from compress.tasks import benchmarks, embedded, files, hub  # noqa: F401  (registration)
+    from compress.tasks import benchmarks, embedded, files, hub, reading  # noqa: F401
 
     return TASKS
 

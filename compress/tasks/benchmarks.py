@@ -11,7 +11,6 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from compress.errors import RecipeError
 from compress.tasks import TaskData, hold_out_selection, register_task
 from compress.tasks.config import TaskConfig, TaskType
 from compress.tasks.files import PerFile
@@ -193,8 +192,6 @@ BENCHMARKS = [
     ),
 ]
 
-UNSUPPORTED = {"cmrc2018": "CMRC 2018", "drcd": "DRCD"}
-
 
 def configure(cfg: TaskConfig, bench: Benchmark) -> TaskConfig:
     """The benchmark's column and label defaults under the user's own settings."""
@@ -226,23 +223,9 @@ def _loader(bench: Benchmark):
     return load
 
 
-def _unsupported(name: str, title: str):
-    def load(cfg: TaskConfig) -> TaskData:
-        raise RecipeError(
-            f"task {name!r}: extractive reading comprehension ({title}) is not "
-            "supported yet; supported types are classification and ner"
-        )
-
-    return load
-
-
 for _bench in BENCHMARKS:
     _revision = _bench.hub_defaults.get("revision")
     _hub = f"{_bench.hub}@{_revision}" if _revision else _bench.hub
     register_task(
         _bench.name, f"{_bench.description} [hub {_hub}; local: {_bench.local}]", _bench.type
     )(_loader(_bench))
-for _name, _title in UNSUPPORTED.items():
-    register_task(_name, f"{_title} extractive reading comprehension: not supported yet", "qa")(
-        _unsupported(_name, _title)
-    )

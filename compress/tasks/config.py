@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-TaskType = Literal["classification", "ner"]
+TaskType = Literal["classification", "ner", "qa"]
 
 
 class TaskConfig(BaseModel):
@@ -55,3 +55,9 @@ class TaskConfig(BaseModel):
     split_seed: int = 0
     max_train_examples: int | None = Field(None, ge=1)
     max_eval_examples: int | None = Field(None, ge=1)
+    # extractive QA (SQuAD-style JSON): windows over the context and answer extraction; the
+    # defaults are those of BERT's run_squad.py, which HFL's CMRC 2018 / DRCD baselines use
+    doc_stride: int = Field(128, ge=1, description="qa: context tokens between window starts")
+    max_query_len: int = Field(64, ge=1, description="qa: question tokens kept")
+    n_best: int = Field(20, ge=1, description="qa: start and end candidates per window")
+    max_answer_len: int = Field(30, ge=1, description="qa: longest answer, in tokens")

@@ -228,13 +228,17 @@ def check_labels(data: TaskData, bad: BadRows, files: dict[str, Path]) -> None:
 
 @register_task(
     "local",
-    "your own files: task.train/dev/test (csv, tsv, jsonl; conll for ner)",
+    "your own files: task.train/dev/test (csv, tsv, jsonl; conll for ner; SQuAD-style json for qa)",
     sources=("local",),
 )
 def local_files(cfg: TaskConfig, per_file: PerFile | None = None) -> TaskData:
     """The task from its local files; ``per_file(path, cfg)`` may adapt the options to one
     file's layout (a benchmark whose splits ship in different formats)."""
     assert cfg.type is not None and cfg.train is not None  # check_task_config
+    if cfg.type == "qa":
+        from compress.tasks.reading import qa_local
+
+        return qa_local(cfg)
     bad = BadRows(cfg.on_bad_rows == "skip")
     paths = {s: p for s, p in (("train", cfg.train), ("dev", cfg.dev), ("test", cfg.test)) if p}
     splits = {
