@@ -4,6 +4,7 @@ the shared training loop (``compress.trainer``). Used by the distill stage and K
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import shutil
@@ -156,9 +157,39 @@ def cached_batches(distiller, source: BatchSource, seed: int) -> BatchSource:
     return BatchSource(batches, len(cache))
 
 
-def distil(cfg: KDConfig, teacher, student, task, enc: dict, seed: int, desc: str, out_dir: Path):
+def with_transfer(source: BatchSource, transfer, rows_per_epoch: int, batch_size: int, seed: int):
+    """The labelled batches of each epoch and ``rows_per_epoch`` transfer rows (in batches of
+    their own, so the hard-label loss only ever sees labelled rows), interleaved at random."""
+    from compress.transfer import epoch_batches
+
+    n_transfer = math.ceil(min(rows_per_epoch, len(transfer)) / batch_size)
+
+    def batches(epoch: int):
+        labelled = iter(source.batches(epoch))
+        unlabelled = epoch_batches(transfer, rows_per_epoch, batch_size, seed, epoch)
+        order = [True] * source.per_epoch + [False] * n_transfer
+        random.Random(seed + 7919 * epoch).shuffle(order)
+        for is_labelled in order:
+            yield next(labelled) if is_labelled else next(unlabelled)
+
+    return BatchSource(batches, source.per_epoch + n_transfer)
+
+
+def distil(
+    cfg: KDConfig,
+    teacher,
+    student,
+    task,
+    enc: dict,
+    seed: int,
+    desc: str,
+    out_dir: Path,
+    transfer=None,
+    transfer_rows: int = 0,
+):
     """Train ``student`` from ``teacher`` on the encoded train split with the shared loop; the
-    best dev weights stay in ``student``. TensorBoard logs go to ``out_dir/logs``."""
+    best dev weights stay in ``student``. TensorBoard logs go to ``out_dir/logs``. With a
+    ``transfer`` set (``compress.transfer``), ``transfer_rows`` of its rows join each epoch."""
     torch.manual_seed(seed)
     teacher.to(device())
     student.to(device())
@@ -182,6 +213,8 @@ def distil(cfg: KDConfig, teacher, student, task, enc: dict, seed: int, desc: st
             started = time.perf_counter()
             source = cached_batches(distiller, source, seed)
             cache_seconds = round(time.perf_counter() - started, 2)
+        if transfer is not None:
+            source = with_transfer(source, transfer, transfer_rows, cfg.batch_size, seed)
         result = train(
             student,
             loss_fn,

@@ -174,6 +174,31 @@ def _per_class_table(report: Report) -> list[str]:
     return [*lines, ""]
 
 
+def distilled_on_text(data: dict) -> str:
+    """What a KD student learnt from, in words."""
+    text = f"{data['labelled_rows']:,} labelled rows"
+    if data.get("transfer_rows"):
+        how = (
+            "labelled by the teacher once"
+            if data.get("transfer_labelled_once")
+            else "teacher run per batch"
+        )
+        text += (
+            f" and {data['transfer_rows']:,} unlabelled transfer rows "
+            f"({data['transfer_rows_per_epoch']:,} per epoch, {how}; "
+            f"from {', '.join(data.get('transfer_sources', []))})"
+        )
+    return text
+
+
+def _distilled_on(report: Report) -> list[str]:
+    if not report.distilled_on:
+        return []
+    lines = ["Distillation data (a no-KD baseline sees the labelled rows only):", ""]
+    lines += [f"- `{name}`: {distilled_on_text(d)}" for name, d in report.distilled_on.items()]
+    return [*lines, ""]
+
+
 def _seeds_section(report: Report) -> list[str]:
     """Scores over the recipe's seeds: what one draw cannot tell."""
     if not report.seed_rows:
@@ -253,6 +278,7 @@ def render_markdown(report: Report) -> str:
         ]
         lines += [f"- {c}" for c in report.changed_since_last] + [""]
     lines += _per_class_table(report)
+    lines += _distilled_on(report)
     lines += _seeds_section(report)
     lines += ["## Recommended", ""]
     labels = {
@@ -376,6 +402,11 @@ def render_report(root: Path) -> Report:
         **metrics.model_dump(),
         recommended=recommendations(metrics.rows, metrics.reference_row()),
         published=published_rows(sources, metrics.task),
+        distilled_on={
+            name: manifest.steps[name].details["data"]
+            for name in metrics.steps
+            if name in manifest.steps and "data" in (manifest.steps[name].details or {})
+        },
     )
     write_json(root / "report.json", report.model_dump(mode="json"))
     write_json(root / "report.schema.json", Report.model_json_schema())

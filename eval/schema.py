@@ -133,4 +133,6 @@ class Report(Metrics):
 
     recommended: dict[str, MetricRow | None]
     published: list[PublishedRow]
+    # per KD step: the rows it learnt from (labelled_rows, transfer_rows, ...)
+    distilled_on: dict[str, dict[str, Any]] = Field(default_factory=dict)
     stale: list[str] = Field(default_factory=list)  # steps changed since (set by a later run)

@@ -117,6 +117,25 @@ def tiny_recipe(
     }
 
 
+def kd_recipe(files: dict[str, Path], **student_options) -> dict:
+    """The tiny recipe with a 2-epoch teacher, a KD student of the tiny shape (logits only
+    unless ``matches`` is given) and its no-KD twin."""
+    steps = tiny_recipe(files)["steps"]
+    steps[0]["epochs"] = 2
+    student = {
+        "name": "student",
+        "stage": "distill",
+        "student": {"shape": TINY_SHAPE},
+        "epochs": 2,
+        "batch_size": 16,
+        "lr": 3e-3,
+        "matches": "none",
+        **student_options,
+    }
+    steps += [student, {"name": "no-kd", "stage": "baseline", "like": "student"}]
+    return tiny_recipe(files, steps=steps)
+
+
 def metric_row(variant: str, score: float, mb: float = 1.0, b1: float = 1.0, device="cpu", **extra):
     """One evaluator row as plain data (``MetricRow`` fields), for report and summary tests."""
     return {

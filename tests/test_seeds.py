@@ -9,7 +9,7 @@ from compress.errors import RecipeError
 from compress.recipe import parse_recipe
 from compress.runner import run_recipe
 from eval.evaluate import seed_summary
-from tests.conftest import TINY_SHAPE, metric_row, metrics_of, tiny_recipe
+from tests.conftest import kd_recipe, metric_row, metrics_of, tiny_recipe
 
 
 def _metrics(scores: dict[str, float]):
@@ -41,21 +41,7 @@ def test_seeds_must_differ(cls_files):
 
 
 def test_seeds_repeat_every_step_and_report_the_spread(tmp_path, cls_files):
-    steps = tiny_recipe(cls_files)["steps"]
-    steps[0]["epochs"] = 2
-    steps += [
-        {
-            "name": "student",
-            "stage": "distill",
-            "student": {"shape": TINY_SHAPE},
-            "epochs": 2,
-            "batch_size": 16,
-            "lr": 3e-3,
-            "matches": "none",
-        },
-        {"name": "no-kd", "stage": "baseline", "like": "student"},
-    ]
-    raw = tiny_recipe(cls_files, steps=steps, seeds=[5, 6])
+    raw = {**kd_recipe(cls_files), "seeds": [5, 6]}
     raw["evaluate"]["latency"] = False
     root = run_recipe(parse_recipe(raw), tmp_path / "art")
     repeat = root / "seeds" / "seed-6"

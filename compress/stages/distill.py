@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+import logging
+import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
 
+from pydantic import Field
+
 from compress.arch import Arch, arch_of_source
 from compress.data import encode_splits
 from compress.distillation import KDConfig, distil
+from compress.errors import DataError
 from compress.models import ModelSource, count_parameters, load_model, load_tokenizer, save_model
 from compress.registry import StageConfig, StageContext, StageResult, stage
 from compress.students import StudentConfig, build_student
+from compress.transfer import TransferConfig
+
+log = logging.getLogger(__name__)
 
 
 class DistillConfig(KDConfig, StageConfig):
     """Distil the input model into a student (TextBrewer), keeping the best dev checkpoint."""
 
     student: StudentConfig
+    transfer: TransferConfig | None = Field(
+        None, description="unlabelled texts the teacher labels, mixed with the train split"
+    )
     model_key: ClassVar[str | None] = "student.init"
 
     def out_arch(self, in_arch: Arch | None, archs: Mapping) -> Arch | None:
@@ -38,10 +50,62 @@ def distill(cfg: DistillConfig, src: Path | None, ctx: StageContext) -> StageRes
     teacher, tokenizer = load_model(src, ctx.task.type), load_tokenizer(src)
     student, tokenizer = build_student(cfg.student, teacher, tokenizer, ctx.task)
     enc = encode_splits(ctx.task, tokenizer, ctx.max_seq_len)
-    result = distil(cfg, teacher, student, ctx.task, enc, ctx.seed, ctx.step_name, ctx.step_dir)
+    labelled = len(enc["train"])
+    if cfg.transfer is None:
+        result = distil(cfg, teacher, student, ctx.task, enc, ctx.seed, ctx.step_name, ctx.step_dir)
+        result["data"] = {"labelled_rows": labelled, "transfer_rows": 0}
+    else:
+        if ctx.task.type != "classification":
+            raise DataError(
+                f"step {ctx.step_name}: transfer: data (a text or a text pair per row) is for "
+                f"classification tasks; this task is {ctx.task.type}"
+            )
+        # Arrow files beside the step, not in it: they are working data, not the step's output
+        with tempfile.TemporaryDirectory(dir=ctx.step_dir.parent, prefix=".transfer-") as work:
+            result = _distil_with_transfer(cfg, teacher, student, tokenizer, enc, ctx, Path(work))
     details = {
         **result,
         "params": count_parameters(student),
         "teacher_params": count_parameters(teacher),
     }
     return StageResult(save_model(student, tokenizer, ctx.step_dir / "model"), details)
+
+
+def _distil_with_transfer(cfg: DistillConfig, teacher, student, tokenizer, enc, ctx, work: Path):
+    from compress.distillation import textbrewer_matches
+    from compress.scoring import torch_forward
+    from compress.trainer import device
+    from compress.transfer import build_transfer, label_with_teacher
+
+    assert cfg.transfer is not None
+    started = time.perf_counter()
+    data = build_transfer(cfg.transfer, tokenizer, ctx.max_seq_len, work)
+    # with a logits cache (logits-only KD) the teacher labels every row once, here; with
+    # hidden-state matches it runs on each transfer batch during training, as on labelled ones
+    cached = cfg.cache_teacher_logits and not textbrewer_matches(
+        cfg, teacher.config, student.config
+    )
+    if cached:
+        teacher.to(device()).eval()
+        data = label_with_teacher(data, torch_forward(teacher, str(device())), 64, work)
+    prepared = round(time.perf_counter() - started, 2)
+    per_epoch = max(1, round(cfg.transfer.ratio * len(enc["train"])))
+    result = distil(
+        cfg, teacher, student, ctx.task, enc, ctx.seed, ctx.step_name, ctx.step_dir, data, per_epoch
+    )
+    result["data"] = {
+        "labelled_rows": len(enc["train"]),
+        "transfer_rows": len(data),
+        "transfer_rows_per_epoch": min(per_epoch, len(data)),
+        "transfer_sources": cfg.transfer.sources(),
+        "transfer_labelled_once": cached,
+        "transfer_seconds": prepared,
+    }
+    log.info(
+        "%s: distilled on %d labelled rows and %d transfer rows (%d per epoch)",
+        ctx.step_name,
+        len(enc["train"]),
+        len(data),
+        min(per_epoch, len(data)),
+    )
+    return result
