@@ -6,6 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 recipe  ?= demo
 ARGS    ?=
+NPROC   ?= 1
 OUT     ?= artifacts
 PYTEST_ARGS ?=
 
@@ -32,7 +33,7 @@ $(VENV)/.installed-tf: $(STAMP)
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/lert-compress run $(recipe) --out $(OUT) $(ARGS)
+	$(BIN)/lert-compress run $(recipe) --out $(OUT) --nproc $(NPROC) $(ARGS)
 
 # everything not marked slow: the unit tests, the fault suite, tiny end-to-end runs
 test: $(VENV)/.installed-tf

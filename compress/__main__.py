@@ -4,6 +4,7 @@ stages [NAME] | convert-tf CKPT_DIR OUT_DIR"""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -19,6 +20,12 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     run.add_argument("overrides", nargs="*", help="a.b.c=value (YAML value); steps.NAME.key=value")
     run.add_argument("--out", type=Path, default=Path("artifacts"), help="artifacts root")
     run.add_argument("--no-eval", action="store_true", help="run the steps only")
+    run.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="processes on this machine (torchrun --nproc-per-node N): data-parallel training",
+    )
     report = sub.add_parser("report", help="re-render the report from eval/metrics.json only")
     report.add_argument("artifacts", type=Path)
     sub.add_parser("tasks", help="list the registered tasks")
@@ -54,6 +61,19 @@ def recipe_path(name: str) -> Path:
     return folder / f"{name}.yaml"
 
 
+def launch_torchrun(nproc: int, argv: list[str]) -> int:
+    """Run this command again under torchrun with ``nproc`` processes on this machine."""
+    import os
+
+    rest = [a for i, a in enumerate(argv) if a != "--nproc" and argv[i - 1 : i] != ["--nproc"]]
+    rest = [a for a in rest if not a.startswith("--nproc=")]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += [f"--nproc-per-node={nproc}", "-m", "compress", *rest]
+    print("launching: " + " ".join(command[1:]), file=sys.stderr)
+    os.execv(sys.executable, command)
+    return 0  # not reached
+
+
 def main(argv: list[str] | None = None, prog: str = "lert-compress") -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["eval"]:
@@ -67,16 +87,24 @@ def main(argv: list[str] | None = None, prog: str = "lert-compress") -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if args.command == "run":
         args.overrides += extra  # overrides given after options
+        if args.nproc > 1:
+            return launch_torchrun(args.nproc, argv)
     setup_logging(args.verbose)
 
     def dispatch() -> int:
         if args.command == "run":
+            from compress import dist
             from compress.recipe import load_recipe
             from compress.runner import run_recipe
 
+            dist.init()
+            if not dist.is_main():  # the first process logs for all
+                logging.getLogger().setLevel(logging.WARNING)
             recipe = load_recipe(recipe_path(args.recipe), args.overrides)
             root = run_recipe(recipe, args.out, evaluate=not args.no_eval)
-            print(f"done: {root}" + ("" if args.no_eval else f" (report: {root / 'report.md'})"))
+            if dist.is_main():
+                report = "" if args.no_eval else f" (report: {root / 'report.md'})"
+                print(f"done: {root}{report}")
         elif args.command == "report":
             from compress.lock import artifacts_lock
             from eval.report import render_report

@@ -16,6 +16,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
+from compress import dist
 from compress.data import IGNORE
 from compress.trainer import BatchSource, TrainConfig, dev_check, device, shuffled_batches, train
 
@@ -109,9 +110,11 @@ def make_adaptor(task_type: str):
 
 
 def _local_rank() -> int:
-    """TextBrewer's DDP switch: the torchrun rank once a process group is up, else -1."""
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    return int(os.environ.get("LOCAL_RANK", 0)) if distributed else -1
+    """TextBrewer's DDP switch: the torchrun local rank with several processes on CUDA (its own
+    DDP wrapping is CUDA-only), else -1 (on CPU the student is wrapped here, see ``distil``)."""
+    if dist.active() and torch.cuda.is_available():
+        return int(os.environ.get("LOCAL_RANK", 0))
+    return -1
 
 
 def build_distiller(cfg: KDConfig, teacher, student, task_type: str, out_dir: Path):
@@ -146,7 +149,11 @@ def build_distiller(cfg: KDConfig, teacher, student, task_type: str, out_dir: Pa
 def cached_batches(distiller, source: BatchSource, seed: int) -> BatchSource:
     """One teacher pass over epoch 1's batches, kept with their logits; later epochs replay
     them in a new seeded order (TextBrewer's logits cache)."""
-    for batch in tqdm(source.batches(1), total=source.per_epoch, desc="teacher logits"):
+    # each process caches the logits of its own share of the batches: one teacher pass in all
+    batches = tqdm(
+        source.batches(1), total=source.per_epoch, desc="teacher logits", disable=not dist.is_main()
+    )
+    for batch in batches:
         distiller.cache_logits(batch, {}, None)
     cache, rng = distiller.logits_cache, random.Random(seed)
 
@@ -162,7 +169,9 @@ def with_transfer(source: BatchSource, transfer, rows_per_epoch: int, batch_size
     their own, so the hard-label loss only ever sees labelled rows), interleaved at random."""
     from compress.transfer import epoch_batches
 
-    n_transfer = math.ceil(min(rows_per_epoch, len(transfer)) / batch_size)
+    n_transfer = len(
+        dist.shard(list(range(math.ceil(min(rows_per_epoch, len(transfer)) / batch_size))))
+    )
 
     def batches(epoch: int):
         labelled = iter(source.batches(epoch))
@@ -205,7 +214,13 @@ def distil(
         return loss
 
     def prepare(optimizer):  # TextBrewer adds its projections' parameters to the optimizer
-        return distiller.initialize_training(optimizer, None, None, None)[0]
+        optimizer = distiller.initialize_training(optimizer, None, None, None)[0]
+        if dist.active() and _local_rank() == -1:  # torchrun on CPU (gloo)
+            distiller.model_S = dist.wrap(distiller.model_S)
+            for i, proj in enumerate(getattr(distiller, "projs", []) or []):
+                if proj is not None:
+                    distiller.projs[i] = dist.wrap(proj)
+        return optimizer
 
     cache_seconds = 0.0
     with distiller:

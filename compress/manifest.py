@@ -53,12 +53,14 @@ class StepEntry(BaseModel):
     input_step: str | None = None
     input: str | None = None  # the input artifact, relative to the artifacts directory
     output: str | None = None  # the output artifact, relative to the artifacts directory
-    kind: str | None = None  # torch | onnx | bnb
+    kind: str | None = None  # torch | onnx | bnb | openvino
     sources: list[str] = Field(default_factory=list)  # hub ids / directories the step loaded
     extra_variants: dict[str, str] = Field(default_factory=dict)  # label -> relative path
     digest: str | None = None  # SHA-256 of the step directory's files when it finished
     input_digest: str | None = None  # the input step's digest when this step read it
     seconds: float | None = None
+    processes: int = 1  # data-parallel processes that trained it (torchrun world size)
+    backend: str | None = None  # their torch.distributed backend (gloo, nccl)
     versions: dict[str, str] = Field(default_factory=dict)
     details: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None

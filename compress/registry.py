@@ -36,6 +36,9 @@ class StageConfig(BaseModel):
 
     # where a recipe names this step's model (for "use a local copy" hints), if anywhere
     model_key: ClassVar[str | None] = None
+    # whether the stage trains data-parallel when the run has several processes (every process
+    # runs it on its share of the data); otherwise only the first process runs it
+    data_parallel: ClassVar[bool] = False
 
     def needs_input(self) -> bool:
         """Whether the step reads an earlier step's output (else it starts from a source)."""

@@ -6,12 +6,14 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
 import yaml
 from transformers import set_seed
 
+from compress import dist
 from compress.errors import ModelSourceError
 from compress.lineage import output_digest, repeat_dir, step_hashes
 from compress.lock import artifacts_lock
@@ -64,15 +66,21 @@ def _reusable(
 def run_steps(recipe: Recipe, root: Path, task, ran: list[str] | None = None) -> Manifest:
     """Run (or skip, when unchanged and intact) each step; returns the manifest. The names of
     the steps that ran are appended to ``ran``."""
+    if dist.is_main():
+        prune_stale_entries(Manifest(root), recipe)
+    dist.barrier()
     manifest = Manifest(root)
-    prune_stale_entries(manifest, recipe)
     hashes = step_hashes(recipe)
     outputs: dict[str, Path] = {}
     for index, step in enumerate(recipe.steps, 1):
         dirname = step_dir_name(index, step.name)
+        if not dist.is_main():  # what the first process has recorded up to this step
+            manifest = Manifest(root)
         entry = manifest.steps.get(step.name)
         input_digest = manifest.steps[step.input].digest if step.input else None
-        if _reusable(entry, hashes[step.name], dirname, root, input_digest):
+        # the first process decides, so that every process runs (or skips) the same steps
+        reuse = dist.broadcast(_reusable(entry, hashes[step.name], dirname, root, input_digest))
+        if reuse:
             assert entry is not None and entry.output is not None
             log.info("step %d %s: unchanged, skipped (%s)", index, step.name, entry.output)
         else:
@@ -85,25 +93,43 @@ def run_steps(recipe: Recipe, root: Path, task, ran: list[str] | None = None) ->
     return manifest
 
 
-def _run_one(
-    step: Step, index: int, src: Path | None, step_hash: str, manifest: Manifest, recipe, task
-) -> StepEntry:
-    """Run one step into a temporary directory, renamed into place once it completes."""
-    root = manifest.path.parent
-    dirname = step_dir_name(index, step.name)
-    final = root / dirname
-    tmp = root / f".{dirname}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    ctx = StageContext(
+def _context(step: Step, recipe: Recipe, task, step_dir: Path) -> StageContext:
+    return StageContext(
         task=task,
         max_seq_len=recipe.task.max_seq_len,
         seed=recipe.seed,
-        step_dir=tmp,
+        step_dir=step_dir,
         step_name=step.name,
         configs=recipe.configs,
         inputs=recipe.inputs,
     )
+
+
+def _run_one(
+    step: Step, index: int, src: Path | None, step_hash: str, manifest: Manifest, recipe, task
+) -> StepEntry:
+    """Run one step into a temporary directory, renamed into place once it completes.
+
+    With several processes, a data-parallel stage runs in every process (the others write into
+    scratch directories that are then removed) and any other stage in the first alone; the
+    first process alone writes the step's output and the manifest."""
+    root = manifest.path.parent
+    dirname = step_dir_name(index, step.name)
+    if not dist.is_main():
+        if step.config.data_parallel:
+            scratch = Path(tempfile.mkdtemp(prefix=f".{dirname}.rank{dist.rank()}.", dir=root))
+            try:
+                set_seed(recipe.seed)
+                CATALOGUE[step.stage](step.config, src, _context(step, recipe, task, scratch))
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+        dist.barrier()  # the first process has written the output and the manifest
+        return Manifest(root).steps[step.name]
+    final = root / dirname
+    tmp = root / f".{dirname}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    ctx = _context(step, recipe, task, tmp)
     entry = StepEntry(
         index=index,
         stage=step.stage,
@@ -117,6 +143,8 @@ def _run_one(
         kind=step.kind,
         sources=step.config.model_sources(),
         versions=package_versions(),
+        processes=dist.world_size() if step.config.data_parallel else 1,
+        backend=dist.backend() if step.config.data_parallel else None,
     )
     manifest.set(step.name, entry)
     log.info("step %d %s (%s) from %s", index, step.name, step.stage, step.input or "its source")
@@ -158,6 +186,7 @@ def _run_one(
     )
     manifest.set(step.name, entry)
     log.info("step %d %s done in %.1f s -> %s", index, step.name, entry.seconds, root / output)
+    dist.barrier()
     return entry
 
 
@@ -181,7 +210,7 @@ def run_repeats(recipe: Recipe, root: Path, task) -> None:
     directory with its own manifest (so each resumes on its own); repeats of seeds the recipe
     no longer lists are removed."""
     wanted = {repeat_dir(root, seed) for seed in recipe.repeat_seeds}
-    for old in sorted((root / "seeds").glob("seed-*")):
+    for old in sorted((root / "seeds").glob("seed-*")) if dist.is_main() else []:
         if old not in wanted:
             shutil.rmtree(old)
             log.info("%s: its seed is no longer in the recipe's seeds; removed", old)
@@ -211,23 +240,33 @@ def run_recipe(recipe: Recipe, out_root: Path, evaluate: bool = True) -> Path:
     from compress.tasks import load_task
 
     root = out_root / recipe.name
-    with artifacts_lock(root):
-        (root / "recipe.resolved.yaml").write_text(
-            yaml.safe_dump(recipe.resolved(), allow_unicode=True, sort_keys=False), encoding="utf-8"
-        )
-        handler = logging.FileHandler(root / "run.log", encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    main = dist.is_main()
+    with dist.main_only(artifacts_lock(root)):
+        dist.barrier()  # the others start once the first holds the lock
+        handler = logging.NullHandler()
+        if main:
+            (root / "recipe.resolved.yaml").write_text(
+                yaml.safe_dump(recipe.resolved(), allow_unicode=True, sort_keys=False),
+                encoding="utf-8",
+            )
+            handler = logging.FileHandler(root / "run.log", encoding="utf-8")
+            handler.setFormatter(
+                logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+            )
         logging.getLogger().addHandler(handler)
         try:
             task = load_task(recipe.task)
-            if evaluate:
+            if evaluate and main:
                 from eval.report import mark_stale_report
 
                 mark_stale_report(root, step_hashes(recipe))
+            dist.barrier()
             start, ran = time.perf_counter(), []
             manifest = run_steps(recipe, root, task, ran)
             run_repeats(recipe, root, task)
             steps_done = time.perf_counter()
+            if not main:
+                return root  # the first process evaluates and reports
             if evaluate:
                 from eval.evaluate import evaluate_recipe
                 from eval.report import render_report

@@ -19,6 +19,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
+from compress import dist
+
 log = logging.getLogger(__name__)
 
 Batch = dict[str, torch.Tensor]
@@ -31,7 +33,12 @@ class TrainConfig(BaseModel):
 
     epochs: float = Field(3.0, gt=0, description="passes over the train split; may be fractional")
     max_steps: int | None = Field(None, ge=1, description="stop after this many steps")
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(
+        32,
+        ge=1,
+        description="examples per optimizer step and process: with N processes (torchrun) a "
+        "step sees N x batch_size",
+    )
     lr: float = Field(5e-5, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
@@ -119,7 +126,7 @@ def train(
     step, epoch = 0, 0
     spent = 0.0  # training seconds, dev checks excluded
     model.train()
-    with tqdm(total=steps, desc=desc, unit="step") as bar:
+    with tqdm(total=steps, desc=desc, unit="step", disable=not dist.is_main()) as bar:
         while step < steps:
             epoch += 1
             started = time.perf_counter()
@@ -141,24 +148,45 @@ def train(
             best.offer(model, score, step, epoch, round(spent, 2))
             log.info("%s: epoch %d step %d dev %s %.4f", desc, epoch, step, metric, score)
     best.restore(model)
-    return {
+    result = {
         "best_dev": best.score,
         "best_epoch": best.epoch,
         "best_step": best.step,
         "steps": step,
         "history": best.history,
     }
+    if dist.active():
+        result["processes"] = {
+            "world_size": dist.world_size(),
+            "backend": dist.backend(),
+            # a checksum of the final weights on each process: they must all agree
+            "weight_checksums": dist.gather(weight_checksum(model)),
+        }
+    return result
+
+
+def weight_checksum(model) -> str:
+    """A short digest of every parameter's bytes."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def shuffled_batches(enc, batch_size: int, seed: int) -> BatchSource:
-    """Length-bucketed batches of ``enc``, reshuffled with ``seed + epoch`` at every epoch."""
+    """Length-bucketed batches of ``enc``, reshuffled with ``seed + epoch`` at every epoch; with
+    several processes, each takes its own share of every epoch's batches (``batch_size`` is per
+    process)."""
     from compress.data import batch_indices, collate
 
     def batches(epoch: int):
-        for idx in batch_indices(enc, batch_size, shuffle=True, seed=seed + epoch):
+        for idx in dist.shard(batch_indices(enc, batch_size, shuffle=True, seed=seed + epoch)):
             yield collate(enc, idx)
 
-    return BatchSource(batches, len(batch_indices(enc, batch_size, shuffle=True, seed=seed)))
+    per_epoch = len(dist.shard(batch_indices(enc, batch_size, shuffle=True, seed=seed)))
+    return BatchSource(batches, per_epoch)
 
 
 def dev_check(model, task, enc, batch_size: int) -> Callable[[], float]:
@@ -173,9 +201,10 @@ def fit(model, task, enc: dict, cfg: TrainConfig, seed: int, desc: str = "train"
     torch.manual_seed(seed)
     dev = device()
     model.to(dev)
+    parallel = dist.wrap(model)  # gradients averaged across processes, if there are several
 
     def loss_fn(batch: Batch) -> torch.Tensor:
-        return model(**{k: v.to(dev) for k, v in batch.items()}).loss
+        return parallel(**{k: v.to(dev) for k, v in batch.items()}).loss
 
     return train(
         model,

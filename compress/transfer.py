@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from compress import dist
 from compress.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -208,6 +209,7 @@ def epoch_batches(data: TransferSet, per_epoch: int, batch_size: int, seed: int,
     by_length = [i for _, i in sorted(zip(lengths, chosen, strict=True))]
     batches = [by_length[i : i + batch_size] for i in range(0, len(by_length), batch_size)]
     rng.shuffle(batches)
+    batches = dist.shard(batches)  # with several processes, this one's share
     for idx in batches:
         rows = data.rows[idx]  # type: ignore[index]
         batch, logits = _collate(rows, data.labelled)

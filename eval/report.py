@@ -254,6 +254,16 @@ def render_markdown(report: Report) -> str:
         f"GPU: {hw['gpu'] or 'none'}.",
         "",
     ]
+    if report.parallel_training:
+        groups: dict[tuple, list[str]] = {}
+        for name, p in report.parallel_training.items():
+            groups.setdefault((p["processes"], p["backend"]), []).append(f"`{name}`")
+        for (n, backend), names in groups.items():
+            lines += [
+                f"Trained data-parallel on {n} processes ({backend}; each step saw {n} x the "
+                f"recipe's batch_size): {', '.join(names)}.",
+                "",
+            ]
     for device, title in (("cpu", "CPU"), ("cuda", "GPU")):
         group = [r for r in rows if r.device == device]
         if group:
@@ -402,6 +412,11 @@ def render_report(root: Path) -> Report:
         **metrics.model_dump(),
         recommended=recommendations(metrics.rows, metrics.reference_row()),
         published=published_rows(sources, metrics.task),
+        parallel_training={
+            name: {"processes": e.processes, "backend": e.backend}
+            for name, e in manifest.steps.items()
+            if name in metrics.steps and e.backend
+        },
         distilled_on={
             name: manifest.steps[name].details["data"]
             for name in metrics.steps

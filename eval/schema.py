@@ -133,6 +133,8 @@ class Report(Metrics):
 
     recommended: dict[str, MetricRow | None]
     published: list[PublishedRow]
+    # steps trained data-parallel: step -> {"processes": N, "backend": "gloo" | "nccl"}
+    parallel_training: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # per KD step: the rows it learnt from (labelled_rows, transfer_rows, ...)
     distilled_on: dict[str, dict[str, Any]] = Field(default_factory=dict)
     stale: list[str] = Field(default_factory=list)  # steps changed since (set by a later run)

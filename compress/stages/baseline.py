@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import Field
 
@@ -19,6 +20,8 @@ from compress.trainer import TrainConfig, fit
 
 class BaselineConfig(StageConfig):
     """Train the student of distill step ``like`` on hard labels only (the no-KD twin)."""
+
+    data_parallel: ClassVar[bool] = True
 
     like: str = Field(description="the distill step whose student and schedule to copy")
 

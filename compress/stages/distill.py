@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 class DistillConfig(KDConfig, StageConfig):
     """Distil the input model into a student (TextBrewer), keeping the best dev checkpoint."""
 
+    data_parallel: ClassVar[bool] = True
+
     student: StudentConfig
     transfer: TransferConfig | None = Field(
         None, description="unlabelled texts the teacher labels, mixed with the train split"

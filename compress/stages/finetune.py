@@ -25,6 +25,8 @@ from compress.trainer import TrainConfig, fit
 class FinetuneConfig(TrainConfig, StageConfig):
     """Train a classifier or tagger on the task's hard labels."""
 
+    data_parallel: ClassVar[bool] = True
+
     model: ModelSource | None = Field(
         None, description="hub id, local directory or {shape: ...}; default: the input step"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -62,6 +62,8 @@ class Recovery(TrainConfig):
 
 class PruneConfig(StageConfig):
     """Prune vocabulary, then heads/FFN, with TextPruner; recover for a few epochs."""
+
+    data_parallel: ClassVar[bool] = True
 
     vocabulary: VocabularyPruning | None = None
     transformer: TransformerPruning | None = None
