@@ -18,7 +18,15 @@ from tqdm.auto import tqdm
 
 from compress import dist
 from compress.data import IGNORE
-from compress.trainer import BatchSource, TrainConfig, dev_check, device, shuffled_batches, train
+from compress.trainer import (
+    BatchSource,
+    TrainConfig,
+    dev_check,
+    device,
+    mixed_precision,
+    shuffled_batches,
+    train,
+)
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +234,8 @@ def distil(
     with distiller:
         if cached:
             started = time.perf_counter()
-            source = cached_batches(distiller, source, seed)
+            with mixed_precision(cfg.precision):  # the teacher's pass in the run's precision
+                source = cached_batches(distiller, source, seed)
             cache_seconds = round(time.perf_counter() - started, 2)
         if transfer is not None:
             source = with_transfer(source, transfer, transfer_rows, cfg.batch_size, seed)

@@ -8,12 +8,14 @@ so that a KD student and its no-KD twin take exactly the same optimizer steps.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -44,6 +46,12 @@ class TrainConfig(BaseModel):
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     max_grad_norm: float = Field(1.0, gt=0)
     eval_batch_size: int = Field(64, ge=1)
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32",
+        description="CUDA mixed precision: forward passes (teacher and student) under "
+        "torch.autocast in bf16 or fp16, weights and optimizer state in fp32 (fp16 adds a "
+        "gradient scaler)",
+    )
 
     def train_options(self) -> dict:
         """These options alone, to build another ``TrainConfig`` with the same schedule."""
@@ -52,6 +60,21 @@ class TrainConfig(BaseModel):
 
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def mixed_precision(precision: str):
+    """The autocast context of ``precision`` (nothing for fp32); mixed precision is CUDA-only."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if not torch.cuda.is_available():
+        from compress.errors import CompressError
+
+        raise CompressError(
+            f"precision {precision}: mixed precision needs a CUDA device; use precision: fp32 "
+            "on the CPU"
+        )
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return torch.autocast("cuda", dtype=dtype)
 
 
 def total_steps(cfg: TrainConfig, batches_per_epoch: int) -> int:
@@ -117,6 +140,8 @@ def train(
     """
     from transformers import get_linear_schedule_with_warmup
 
+    autocast = mixed_precision(cfg.precision)  # refuses before any work where it cannot run
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
     steps = total_steps(cfg, source.per_epoch)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
     if prepare is not None:
@@ -131,10 +156,13 @@ def train(
             epoch += 1
             started = time.perf_counter()
             for batch in source.batches(epoch):
-                loss = loss_fn(batch)
-                loss.backward()
+                with autocast:
+                    loss = loss_fn(batch)
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
@@ -149,6 +177,7 @@ def train(
             log.info("%s: epoch %d step %d dev %s %.4f", desc, epoch, step, metric, score)
     best.restore(model)
     result = {
+        "precision": cfg.precision,
         "best_dev": best.score,
         "best_epoch": best.epoch,
         "best_step": best.step,
