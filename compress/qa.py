@@ -43,6 +43,14 @@ class ReadStats:
     unlocatable: int = 0  # the answer text is not in the context at all
     examples_of: dict[str, list[str]] = field(default_factory=dict)  # kind -> a few ids
 
+    def as_dict(self) -> dict:
+        return {
+            "questions": self.questions,
+            "relocated": self.relocated,
+            "unlocatable": self.unlocatable,
+            "examples": self.examples_of,
+        }
+
 
 def locate(context: str, text: str, start: int) -> int | None:
     """The answer's start in ``context``: ``start`` when the text is there, else its first

@@ -22,6 +22,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from compress import dist
+from compress.data import Encoded, collate
 from compress.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -162,18 +163,9 @@ def build_transfer(cfg: TransferConfig, tokenizer, max_len: int, work_dir: Path)
 
 
 def _collate(rows: dict, with_logits: bool) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-    ids = rows["input_ids"]
-    width = max(len(r) for r in ids)
-    input_ids = np.zeros((len(ids), width), dtype=np.int64)
-    types = np.zeros_like(input_ids)
-    mask = np.zeros_like(input_ids)
-    for i, (row, tt) in enumerate(zip(ids, rows["token_type_ids"], strict=True)):
-        input_ids[i, : len(row)], types[i, : len(row)], mask[i, : len(row)] = row, tt, 1
-    batch = {
-        "input_ids": torch.from_numpy(input_ids),
-        "attention_mask": torch.from_numpy(mask),
-        "token_type_ids": torch.from_numpy(types),
-    }
+    """A padded batch of tokenised rows (as the labelled data's), and their stored logits."""
+    enc = Encoded(rows["input_ids"], rows["token_type_ids"], labels=[])
+    batch = collate(enc, list(range(len(enc))), with_labels=False)
     logits = torch.tensor(np.asarray(rows["logits"], dtype=np.float32)) if with_logits else None
     return batch, logits
 

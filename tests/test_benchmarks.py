@@ -156,6 +156,12 @@ def test_reading_comprehension_reads_the_squad_style_release(tmp_path, name):
     files = {s: write_qa(tmp_path / f"{s}.json", qa_rows(10, i)) for i, s in enumerate(SPLITS)}
     task = load_task(TaskConfig(name=name, **files))
     assert task.type == "qa" and task.name == name
+    assert task.stats["answers"]["train"] == {
+        "questions": 10,
+        "relocated": 0,
+        "unlocatable": 0,
+        "examples": {},
+    }
     assert [len(task.splits[s]) for s in SPLITS] == [10, 10, 10]
     # without a test file (CMRC 2018 publishes none), dev is scored; selection held out of train
     del files["test"]

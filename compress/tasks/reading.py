@@ -44,15 +44,17 @@ def qa_local(cfg: TaskConfig, name: str | None = None) -> TaskData:
     paths = {s: p for s, p in (("train", cfg.train), ("dev", cfg.dev), ("test", cfg.test)) if p}
     if "dev" not in paths:
         raise DataError("task.dev: a qa task needs a dev file (SQuAD-style JSON)")
-    splits = {}
+    splits, answers = {}, {}
     for split, path in paths.items():
         if not Path(path).is_file():
             raise DataError(f"task.{split}: file {path} does not exist")
-        splits[split], _ = read_squad_json(Path(path), cfg.encoding)
+        splits[split], stats = read_squad_json(Path(path), cfg.encoding)
+        answers[split] = stats.as_dict()
     scored_dev = "test" not in splits
     if scored_dev:
         splits["test"] = splits["dev"]
     data = qa_task_data(name or cfg.name, splits, cfg)
+    data.stats["answers"] = answers  # per file: questions, relocated and unlocatable answers
     if scored_dev:
         hold_out_selection(data, cfg, f"{Path(paths['dev']).name}")
     return data
