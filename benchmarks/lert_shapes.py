@@ -92,7 +92,7 @@ def openvino_int8(onnx_path: Path, out: Path, vocab: int, seq_len: int) -> Path:
         batch = latency_batch(1, seq_len, vocab)
         batch["input_ids"] = torch.randint(1, vocab, (1, seq_len), generator=rng)
         examples.append({k: v.numpy() for k, v in batch.items()})
-    model = ov.nncf_int8(ov.convert_onnx(onnx_path), examples, len(examples), "performance")
+    model = ov.nncf_int8(ov.convert_onnx(onnx_path), examples, "performance")
     path = ov.save_ir(model, out)
     shutil.copy(onnx_path.parent / "config.json", out / "config.json")  # the runtime reads it
     return path

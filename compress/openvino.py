@@ -9,7 +9,7 @@ optimum-onnx is tested with.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +43,8 @@ def save_ir(model, out_dir: Path) -> Path:
     return path
 
 
-def nncf_int8(model, examples: Iterable[dict[str, np.ndarray]], count: int, preset: str):
-    """NNCF post-training int8 of ``model``, calibrated on ``count`` examples (one per item).
+def nncf_int8(model, examples: Sequence[dict[str, np.ndarray]], preset: str):
+    """NNCF post-training int8 of ``model``, calibrated on every one of ``examples``.
 
     ``model_type=TRANSFORMER`` keeps the numerically sensitive parts (softmax, layer norm) in
     float, as NNCF's documentation recommends for BERT-like models.
@@ -56,7 +56,7 @@ def nncf_int8(model, examples: Iterable[dict[str, np.ndarray]], count: int, pres
         nncf.Dataset(list(examples)),
         preset=nncf.QuantizationPreset(preset),
         model_type=nncf.ModelType.TRANSFORMER,
-        subset_size=count,
+        subset_size=len(examples),
     )
 
 
@@ -90,11 +90,11 @@ def ir_params(model) -> int:
     )
 
 
-def ov_forward(path: Path, threads: int | None = None, precision: str = "fp32"):
+def ov_forward(path: Path, threads: int | None = None, precision: str = "fp32", model=None):
     """``forward(batch) -> logits`` of an IR on the CPU, with ``threads`` inference threads and
-    ``precision`` fp32 or bf16 as the inference precision hint."""
+    ``precision`` fp32 or bf16 as the inference precision hint (``model``: the IR, if read)."""
     ov = _ov()
-    model = read_ir(path)
+    model = model if model is not None else read_ir(path)
     config = {
         "PERFORMANCE_HINT": "LATENCY",
         "INFERENCE_PRECISION_HINT": {"bf16": "bf16"}.get(precision, "f32"),

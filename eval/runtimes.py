@@ -167,5 +167,5 @@ def _openvino_runtime(path: Path, device: str, threads: int, precision: str | No
     model = read_ir(path)
     int8 = ir_is_int8(path, model)
     prec = "int8" if int8 else precision or "fp32"
-    forward = ov_forward(path, threads, "bf16" if prec == "bf16" else "fp32")
+    forward = ov_forward(path, threads, "bf16" if prec == "bf16" else "fp32", model)
     return Runtime("openvino", device, prec, forward, _config(path)["vocab_size"], ir_params(model))

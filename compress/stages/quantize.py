@@ -183,7 +183,7 @@ def quantize_openvino(cfg: OpenVinoQuantize, src: Path, ctx: StageContext, out: 
             {k: v.numpy() for k, v in collate(enc, [i], with_labels=False).items()}
             for i in range(len(enc.input_ids))
         ]
-        model = ov.nncf_int8(model, examples, len(examples), cfg.preset)
+        model = ov.nncf_int8(model, examples, cfg.preset)
     produced = ov.save_ir(model, out)
     for name in SIDE_FILES:
         if (src.parent / name).exists():
