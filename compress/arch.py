@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from compress.errors import RecipeError
-from compress.models import NAMED_SHAPES, ModelSource, ShapeSpec
+from compress.models import NAMED_SHAPES, SHIPPED, SHIPPED_DIR, ModelSource, ShapeSpec
 
 HUB_SHAPES = {f"hfl/chinese-{name}": name for name in NAMED_SHAPES}
 
@@ -46,6 +46,8 @@ def arch_of_source(source: ModelSource | str | None) -> Arch | None:
     if src.shape is not None:
         return arch_of_spec(src.spec())
     assert src.source is not None
+    if src.source in SHIPPED:
+        return arch_of_config_file(SHIPPED_DIR / SHIPPED[src.source] / "config.json")
     config = Path(src.source).expanduser() / "config.json"
     if config.is_file():
         return arch_of_config_file(config)

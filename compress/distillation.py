@@ -94,7 +94,8 @@ def textbrewer_matches(cfg: KDConfig, teacher_cfg, student_cfg) -> list[dict]:
 
 def make_adaptor(task_type: str):
     """TextBrewer adaptor: logits, hidden states, masks; NER masks padding and special tokens,
-    QA distils its start and end logits over the real tokens."""
+    QA distils its start and end logits over the real tokens, a masked LM (``mlm``, general
+    distillation) its logits at the masked positions."""
 
     def adaptor(batch, outputs):
         if task_type == "qa":  # start and end logits, each over the real tokens
@@ -108,7 +109,7 @@ def make_adaptor(task_type: str):
             out = {"logits": [outputs.logits], "inputs_mask": batch["attention_mask"]}
         if outputs.hidden_states is not None:
             out["hidden"] = list(outputs.hidden_states)
-        if task_type == "ner":
+        if task_type in ("ner", "mlm"):
             out["logits_mask"] = [batch["labels"] != IGNORE]
         if getattr(outputs, "loss", None) is not None:
             out["losses"] = [outputs.loss]
@@ -192,6 +193,31 @@ def with_transfer(source: BatchSource, transfer, rows_per_epoch: int, batch_size
     return BatchSource(batches, source.per_epoch + n_transfer)
 
 
+def training_hooks(distiller):
+    """``(loss_fn, prepare)`` for the shared loop: a batch's TextBrewer loss (logged to
+    TensorBoard), and the optimizer with TextBrewer's projections added (and, under torchrun on
+    the CPU, the student and projections wrapped for gradient averaging)."""
+    written = 0
+
+    def loss_fn(batch) -> torch.Tensor:
+        nonlocal written
+        loss, parts = distiller.train_on_batch(batch, {})
+        distiller.write_loss(loss, written, parts)
+        written += 1
+        return loss
+
+    def prepare(optimizer):
+        optimizer = distiller.initialize_training(optimizer, None, None, None)[0]
+        if dist.active() and _local_rank() == -1:  # torchrun on CPU (gloo)
+            distiller.model_S = dist.wrap(distiller.model_S)
+            for i, proj in enumerate(getattr(distiller, "projs", []) or []):
+                if proj is not None:
+                    distiller.projs[i] = dist.wrap(proj)
+        return optimizer
+
+    return loss_fn, prepare
+
+
 def distil(
     cfg: KDConfig,
     teacher,
@@ -212,24 +238,7 @@ def distil(
     student.to(device())
     distiller, matches, cached = build_distiller(cfg, teacher, student, task.type, out_dir)
     source = shuffled_batches(enc["train"], cfg.batch_size, seed)
-    written = 0
-
-    def loss_fn(batch) -> torch.Tensor:
-        nonlocal written
-        loss, parts = distiller.train_on_batch(batch, {})
-        distiller.write_loss(loss, written, parts)
-        written += 1
-        return loss
-
-    def prepare(optimizer):  # TextBrewer adds its projections' parameters to the optimizer
-        optimizer = distiller.initialize_training(optimizer, None, None, None)[0]
-        if dist.active() and _local_rank() == -1:  # torchrun on CPU (gloo)
-            distiller.model_S = dist.wrap(distiller.model_S)
-            for i, proj in enumerate(getattr(distiller, "projs", []) or []):
-                if proj is not None:
-                    distiller.projs[i] = dist.wrap(proj)
-        return optimizer
-
+    loss_fn, prepare = training_hooks(distiller)
     cache_seconds = 0.0
     with distiller:
         if cached:

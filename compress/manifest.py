@@ -61,6 +61,8 @@ class StepEntry(BaseModel):
     seconds: float | None = None
     processes: int = 1  # data-parallel processes that trained it (torchrun world size)
     backend: str | None = None  # their torch.distributed backend (gloo, nccl)
+    # whether the output is a task model the evaluator scores (a pre-trained masked LM is not)
+    evaluated: bool = True
     versions: dict[str, str] = Field(default_factory=dict)
     details: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None

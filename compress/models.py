@@ -97,6 +97,25 @@ def model_class(task_type: str):
     }.get(task_type, AutoModelForSequenceClassification)
 
 
+# Models shipped inside the package (made by this project's own recipes), by the name recipes
+# use for them: they load offline from any install.
+SHIPPED_DIR = Path(__file__).resolve().parent / "pretrained"
+SHIPPED = {"lert-compress/mini-lert": "mini-lert"}
+
+
+def resolve_source(source: str) -> str:
+    """A shipped model's directory for its name; any other source unchanged."""
+    if source in SHIPPED:
+        path = SHIPPED_DIR / SHIPPED[source]
+        if not (path / "config.json").is_file():
+            raise ModelSourceError(
+                f"{source}: the shipped model is missing from {path}; reinstall the package "
+                "(make install), or regenerate it with make recipe=pretrain-mini-lert"
+            )
+        return str(path)
+    return source
+
+
 def looks_local(source: str) -> bool:
     """Whether ``source`` names a local directory rather than a hub id: it exists, starts like a
     path, or its first part is a local folder (``models/lert`` when ./models exists)."""
@@ -181,6 +200,7 @@ def load_tokenizer(source: str | Path, revision: str | None = None):
     """The tokenizer of a hub id or a local directory (a step output included)."""
     from transformers import AutoTokenizer
 
+    source = resolve_source(str(source))
     try:
         kwargs = {} if looks_local(str(source)) else hub_kwargs()
         return AutoTokenizer.from_pretrained(source, revision=revision, **kwargs)
@@ -193,10 +213,11 @@ def load_pretrained(src: ModelSource, task_type: str, labels: list[str]):
     assert src.source is not None
     cls = model_class(task_type)
     kwargs = label_kwargs(labels)
+    source = resolve_source(src.source)
     try:
-        hub = {} if looks_local(src.source) else hub_kwargs()
+        hub = {} if looks_local(source) else hub_kwargs()
         return cls.from_pretrained(
-            src.source, revision=src.revision, **kwargs, **hub, ignore_mismatched_sizes=True
+            source, revision=src.revision, **kwargs, **hub, ignore_mismatched_sizes=True
         )
     except load_errors() as exc:
         raise source_error(src.source, exc) from exc
@@ -220,7 +241,7 @@ def bert_config(spec: ShapeSpec, vocab_size: int, labels: list[str]):
         num_attention_heads=spec.heads,
         intermediate_size=spec.ffn,
         max_position_embeddings=spec.max_position,
-        **label_kwargs(labels),
+        **(label_kwargs(labels) if labels else {}),  # none: a masked LM
     )
 
 

@@ -147,7 +147,8 @@ class Recipe(BaseModel):
     @property
     def reference(self) -> str:
         """The step every report row is compared with."""
-        return self.evaluate.reference or self.steps[0].name
+        evaluated = [s.name for s in self.steps if s.config.evaluated]
+        return self.evaluate.reference or (evaluated or [self.steps[0].name])[0]
 
     def resolved(self) -> dict[str, Any]:
         """The merged recipe as plain data (what ``recipe.resolved.yaml`` holds)."""

@@ -39,6 +39,9 @@ class StageConfig(BaseModel):
     # whether the stage trains data-parallel when the run has several processes (every process
     # runs it on its share of the data); otherwise only the first process runs it
     data_parallel: ClassVar[bool] = False
+    # whether the step's output is a task model the evaluator scores (pre-trained and
+    # general-distilled models are not: they have no task head)
+    evaluated: ClassVar[bool] = True
 
     def needs_input(self) -> bool:
         """Whether the step reads an earlier step's output (else it starts from a source)."""
@@ -89,6 +92,8 @@ class StageContext:
     step_name: str
     configs: Mapping[str, StageConfig] = field(default_factory=dict)  # every step, by name
     inputs: Mapping[str, str | None] = field(default_factory=dict)  # each step's input step
+    outputs: Mapping[str, Path] = field(default_factory=dict)  # earlier steps' outputs
+    command: str = ""  # the command that runs the recipe again (model cards quote it)
 
 
 @dataclass

@@ -85,7 +85,9 @@ def run_steps(recipe: Recipe, root: Path, task, ran: list[str] | None = None) ->
             log.info("step %d %s: unchanged, skipped (%s)", index, step.name, entry.output)
         else:
             src = outputs.get(step.input) if step.input else None
-            entry = _run_one(step, index, src, hashes[step.name], manifest, recipe, task)
+            entry = _run_one(
+                step, index, src, hashes[step.name], manifest, recipe, task, dict(outputs)
+            )
             if ran is not None:
                 ran.append(step.name)
         assert entry.output is not None
@@ -93,7 +95,9 @@ def run_steps(recipe: Recipe, root: Path, task, ran: list[str] | None = None) ->
     return manifest
 
 
-def _context(step: Step, recipe: Recipe, task, step_dir: Path) -> StageContext:
+def _context(
+    step: Step, recipe: Recipe, task, step_dir: Path, outputs: dict[str, Path]
+) -> StageContext:
     return StageContext(
         task=task,
         max_seq_len=recipe.task.max_seq_len,
@@ -102,11 +106,20 @@ def _context(step: Step, recipe: Recipe, task, step_dir: Path) -> StageContext:
         step_name=step.name,
         configs=recipe.configs,
         inputs=recipe.inputs,
+        outputs=outputs,
+        command=recipe.command(),
     )
 
 
 def _run_one(
-    step: Step, index: int, src: Path | None, step_hash: str, manifest: Manifest, recipe, task
+    step: Step,
+    index: int,
+    src: Path | None,
+    step_hash: str,
+    manifest: Manifest,
+    recipe,
+    task,
+    outputs: dict[str, Path],
 ) -> StepEntry:
     """Run one step into a temporary directory, renamed into place once it completes.
 
@@ -120,7 +133,9 @@ def _run_one(
             scratch = Path(tempfile.mkdtemp(prefix=f".{dirname}.rank{dist.rank()}.", dir=root))
             try:
                 set_seed(recipe.seed)
-                CATALOGUE[step.stage](step.config, src, _context(step, recipe, task, scratch))
+                CATALOGUE[step.stage](
+                    step.config, src, _context(step, recipe, task, scratch, outputs)
+                )
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
         dist.barrier()  # the first process has written the output and the manifest
@@ -129,7 +144,7 @@ def _run_one(
     tmp = root / f".{dirname}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    ctx = _context(step, recipe, task, tmp)
+    ctx = _context(step, recipe, task, tmp, outputs)
     entry = StepEntry(
         index=index,
         stage=step.stage,
@@ -145,6 +160,7 @@ def _run_one(
         versions=package_versions(),
         processes=dist.world_size() if step.config.data_parallel else 1,
         backend=dist.backend() if step.config.data_parallel else None,
+        evaluated=step.config.evaluated,
     )
     manifest.set(step.name, entry)
     log.info("step %d %s (%s) from %s", index, step.name, step.stage, step.input or "its source")

@@ -13,8 +13,10 @@ from compress.models import load_tokenizer as load_source_tokenizer
 
 
 class StudentConfig(BaseModel):
-    """``init: hfl/chinese-lert-small`` (hub id or directory), ``init: teacher`` with ``layers``
-    (copy those teacher layers, as RBT3 did), or ``shape:`` (random init)."""
+    """``init: hfl/chinese-lert-small`` (hub id, directory, or an earlier step's name, e.g. a
+    ``general-distill`` or ``pretrain`` step), ``init: teacher`` with ``layers`` (copy those
+    teacher layers, as RBT3 did), or ``shape:`` (random init). ``layers`` also cuts a pretrained
+    ``init`` to those of its layers."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -31,8 +33,10 @@ class StudentConfig(BaseModel):
     def _check(self) -> StudentConfig:
         if (self.init is None) == (self.shape is None):
             raise ValueError("give exactly one of init (hub id, directory or 'teacher') and shape")
-        if (self.layers is not None) != (self.init == "teacher"):
-            raise ValueError("layers: goes with init: teacher (which teacher layers to copy)")
+        if self.init == "teacher" and self.layers is None:
+            raise ValueError("init: teacher needs layers: (which teacher layers to copy)")
+        if self.layers is not None and self.init is None:
+            raise ValueError("layers: goes with init: (which of its layers to keep), not shape:")
         if isinstance(self.shape, str) and self.shape not in NAMED_SHAPES:
             raise ValueError(f"unknown shape {self.shape!r}; named shapes: {sorted(NAMED_SHAPES)}")
         return self
@@ -53,9 +57,9 @@ def cut_from_teacher(teacher, layers: list[int]):
     return student
 
 
-def build_student(cfg: StudentConfig, teacher, teacher_tokenizer, task):
+def build_student(cfg: StudentConfig, teacher, teacher_tokenizer, task, outputs=None):
     """(student, tokenizer). The student must share the teacher's vocabulary: KD feeds both the
-    same token ids."""
+    same token ids. ``outputs`` maps earlier steps to their outputs (``init: STEP``)."""
     if cfg.init == "teacher":
         return cut_from_teacher(teacher, cfg.layers or []), teacher_tokenizer
     if cfg.shape is not None:
@@ -64,11 +68,15 @@ def build_student(cfg: StudentConfig, teacher, teacher_tokenizer, task):
             spec = spec.model_copy(update={"vocab_size": len(teacher_tokenizer)})
         return init_from_shape(spec, teacher_tokenizer, task.type, task.labels), teacher_tokenizer
     assert cfg.init is not None
-    tokenizer = load_source_tokenizer(cfg.init)
+    init = str((outputs or {}).get(cfg.init, cfg.init))
+    tokenizer = load_source_tokenizer(init)
     if tokenizer.get_vocab() != teacher_tokenizer.get_vocab():
         raise RecipeError(
             f"student {cfg.init!r} has a different vocabulary from the teacher "
             f"({len(tokenizer)} vs {len(teacher_tokenizer)} tokens); distillation feeds both the "
             "same ids, so use a student with the teacher's vocabulary (all LERT sizes share one)"
         )
-    return load_pretrained(ModelSource(source=cfg.init), task.type, task.labels), tokenizer
+    student = load_pretrained(ModelSource(source=init), task.type, task.labels)
+    if cfg.layers is not None:
+        student = cut_from_teacher(student, cfg.layers)
+    return student, tokenizer

@@ -169,6 +169,8 @@ def write_model_cards(root: Path, report: Report, manifest: Manifest) -> None:
         entry = manifest.steps[name]
         if entry.status != "done" or entry.output is None or entry.stage == "external":
             continue
+        if not entry.evaluated:  # it wrote its own card (no task head)
+            continue
         output = root / entry.output
         directory = output.parent if output.is_file() else output
         rows = [r for r in report.rows if r.variant == name]

@@ -67,7 +67,7 @@ def variants(manifest: Manifest, steps: list[str] | None = None) -> list[Variant
         (
             (name, e)
             for name, e in manifest.steps.items()
-            if e.status == "done" and e.output and (steps is None or name in steps)
+            if e.status == "done" and e.output and e.evaluated and (steps is None or name in steps)
         ),
         key=lambda item: item[1].index,
     )

@@ -8,9 +8,12 @@ from compress.stages.baseline import baseline
 from compress.stages.distill import distill
 from compress.stages.export import export
 from compress.stages.finetune import finetune
+from compress.stages.general_distill import general_distill
+from compress.stages.pretrain import pretrain
 from compress.stages.prune import prune
 from compress.stages.quantize import quantize
 
 CATALOGUE: dict[str, Stage] = {
-    s.name: s for s in (finetune, distill, baseline, prune, export, quantize)
+    s.name: s
+    for s in (pretrain, general_distill, finetune, distill, baseline, prune, export, quantize)
 }

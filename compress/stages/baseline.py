@@ -51,7 +51,7 @@ def baseline(cfg: BaselineConfig, src: Path | None, ctx: StageContext) -> StageR
     assert src is not None
     twin = ctx.configs[cfg.like]
     teacher, tokenizer = load_model(src, ctx.task.type), load_tokenizer(src)
-    student, tokenizer = build_student(twin.student, teacher, tokenizer, ctx.task)
+    student, tokenizer = build_student(twin.student, teacher, tokenizer, ctx.task, ctx.outputs)
     del teacher
     train_cfg = TrainConfig(**twin.train_options())
     enc = encode_splits(ctx.task, tokenizer, ctx.max_seq_len)

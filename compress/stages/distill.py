@@ -39,7 +39,16 @@ class DistillConfig(KDConfig, StageConfig):
             return in_arch.with_(layers=len(self.student.layers or [])) if in_arch else None
         if self.student.shape is not None:
             return arch_of_source(ModelSource(shape=self.student.shape))
-        return arch_of_source(self.student.init)
+        init = self.student.init
+        arch = archs.get(init) if init in archs else arch_of_source(init)
+        if arch is not None and self.student.layers:
+            arch = arch.with_(layers=len(self.student.layers))
+        return arch
+
+    def references(self) -> list[str]:
+        """An ``init:`` that names an earlier step (its hash joins this step's)."""
+        init = self.student.init
+        return [init] if init and init != "teacher" else []
 
     def model_sources(self) -> list[str]:
         init = self.student.init
@@ -50,7 +59,7 @@ class DistillConfig(KDConfig, StageConfig):
 def distill(cfg: DistillConfig, src: Path | None, ctx: StageContext) -> StageResult:
     assert src is not None
     teacher, tokenizer = load_model(src, ctx.task.type), load_tokenizer(src)
-    student, tokenizer = build_student(cfg.student, teacher, tokenizer, ctx.task)
+    student, tokenizer = build_student(cfg.student, teacher, tokenizer, ctx.task, ctx.outputs)
     enc = encode_splits(ctx.task, tokenizer, ctx.max_seq_len)
     labelled = len(enc["train"])
     if cfg.transfer is None:

