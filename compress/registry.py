@@ -94,6 +94,9 @@ class StageContext:
     inputs: Mapping[str, str | None] = field(default_factory=dict)  # each step's input step
     outputs: Mapping[str, Path] = field(default_factory=dict)  # earlier steps' outputs
     command: str = ""  # the command that runs the recipe again (model cards quote it)
+    # where a long stage may keep its training state to continue after a kill (kept across
+    # attempts of this very step, removed once it finishes)
+    resume_dir: Path | None = None
 
 
 @dataclass

@@ -96,7 +96,12 @@ def run_steps(recipe: Recipe, root: Path, task, ran: list[str] | None = None) ->
 
 
 def _context(
-    step: Step, recipe: Recipe, task, step_dir: Path, outputs: dict[str, Path]
+    step: Step,
+    recipe: Recipe,
+    task,
+    step_dir: Path,
+    outputs: dict[str, Path],
+    resume_dir: Path | None = None,
 ) -> StageContext:
     return StageContext(
         task=task,
@@ -108,6 +113,7 @@ def _context(
         inputs=recipe.inputs,
         outputs=outputs,
         command=recipe.command(),
+        resume_dir=resume_dir,
     )
 
 
@@ -128,13 +134,14 @@ def _run_one(
     first process alone writes the step's output and the manifest."""
     root = manifest.path.parent
     dirname = step_dir_name(index, step.name)
+    resume_dir = root / ".resume" / f"{dirname}-{step_hash}"
     if not dist.is_main():
         if step.config.data_parallel:
             scratch = Path(tempfile.mkdtemp(prefix=f".{dirname}.rank{dist.rank()}.", dir=root))
             try:
                 set_seed(recipe.seed)
                 CATALOGUE[step.stage](
-                    step.config, src, _context(step, recipe, task, scratch, outputs)
+                    step.config, src, _context(step, recipe, task, scratch, outputs, resume_dir)
                 )
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
@@ -144,7 +151,10 @@ def _run_one(
     tmp = root / f".{dirname}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    ctx = _context(step, recipe, task, tmp, outputs)
+    for old in (root / ".resume").glob(f"{dirname}-*"):  # an attempt at another version
+        if old != resume_dir:
+            shutil.rmtree(old, ignore_errors=True)
+    ctx = _context(step, recipe, task, tmp, outputs, resume_dir)
     entry = StepEntry(
         index=index,
         stage=step.stage,
@@ -190,6 +200,7 @@ def _run_one(
         {k: relative(p) for k, p in result.extra_variants.items()},
     )
     os.replace(tmp, final)
+    shutil.rmtree(resume_dir, ignore_errors=True)
     entry = entry.model_copy(
         update={
             "status": "done",

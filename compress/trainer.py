@@ -12,9 +12,11 @@ import contextlib
 import copy
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -121,6 +123,61 @@ class KeepBest:
             model.load_state_dict(self.state)
 
 
+@dataclass
+class Resume:
+    """Where a long training run saves its whole state every ``every`` steps (the first process
+    only, replacing the file atomically), so that a killed run continues from there instead of
+    from the start. ``extra`` is the caller's own state, restored in place; ``modules`` are
+    trained besides the model (TextBrewer's projections)."""
+
+    directory: Path
+    every: int
+    extra: dict = field(default_factory=dict)
+    modules: list = field(default_factory=list)
+
+    @property
+    def path(self) -> Path:
+        return self.directory / "train-state.pt"
+
+    def save(self, model, optimizer, schedule, scaler, best: KeepBest, position: dict) -> None:
+        if not dist.is_main():
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        state = {
+            "model": model.state_dict(),
+            "modules": [m.state_dict() for m in self.modules],
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "scaler": scaler.state_dict(),
+            "best": {k: getattr(best, k) for k in ("score", "step", "epoch", "state", "history")},
+            "position": position,
+            "extra": copy.deepcopy(self.extra),
+            "rng": torch.get_rng_state(),
+        }
+        tmp = self.path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)
+
+    def load(self, model, optimizer, schedule, scaler, best: KeepBest) -> dict | None:
+        """The position (step, epoch, batches into it, seconds) to continue from, or None."""
+        if not self.path.is_file():
+            return None
+        state = torch.load(self.path, map_location=device(), weights_only=False)
+        model.load_state_dict(state["model"])
+        for module, saved in zip(self.modules, state["modules"], strict=True):
+            module.load_state_dict(saved)
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        scaler.load_state_dict(state["scaler"])
+        for key, value in state["best"].items():
+            setattr(best, key, value)
+        self.extra.clear()
+        self.extra.update(state["extra"])
+        torch.set_rng_state(state["rng"])
+        log.info("continuing a killed run from step %d (%s)", state["position"]["step"], self.path)
+        return state["position"]
+
+
 def train(
     model,
     loss_fn: Callable[[object], torch.Tensor],
@@ -131,12 +188,14 @@ def train(
     desc: str,
     metric: str = "dev",
     prepare: Callable[[torch.optim.Optimizer], torch.optim.Optimizer] | None = None,
+    resume: Resume | None = None,
 ) -> dict:
     """Train ``model`` on ``loss_fn(batch)``; check dev at each epoch end and at the last step,
     and leave the best weights in ``model``.
 
     ``prepare(optimizer)`` may add parameter groups (e.g. TextBrewer's projections) before the
-    schedule is built.
+    schedule is built. With ``resume``, the state is saved every ``resume.every`` steps and a
+    saved state is continued from (the batches of its epoch already seen are skipped).
     """
     from transformers import get_linear_schedule_with_warmup
 
@@ -150,12 +209,19 @@ def train(
     best = KeepBest()
     step, epoch = 0, 0
     spent = 0.0  # training seconds, dev checks excluded
+    skip = 0  # batches of the first epoch already trained on before a kill
+    position = resume.load(model, optimizer, schedule, scaler, best) if resume else None
+    if position:
+        step, epoch, skip, spent = (position[k] for k in ("step", "epoch", "in_epoch", "spent"))
+        epoch -= 1  # the loop below enters that epoch again
     model.train()
-    with tqdm(total=steps, desc=desc, unit="step", disable=not dist.is_main()) as bar:
+    with tqdm(total=steps, initial=step, desc=desc, unit="step", disable=not dist.is_main()) as bar:
         while step < steps:
             epoch += 1
             started = time.perf_counter()
-            for batch in source.batches(epoch):
+            for in_epoch, batch in enumerate(source.batches(epoch), 1):
+                if in_epoch <= skip:
+                    continue
                 with autocast:
                     loss = loss_fn(batch)
                 scaler.scale(loss).backward()
@@ -168,8 +234,15 @@ def train(
                 step += 1
                 bar.update(1)
                 bar.set_postfix(epoch=epoch, loss=f"{loss.item():.4f}")
+                if resume and step % resume.every == 0 and step < steps:
+                    here = {"step": step, "epoch": epoch, "in_epoch": in_epoch}
+                    spent_now = spent + time.perf_counter() - started
+                    resume.save(
+                        model, optimizer, schedule, scaler, best, {**here, "spent": spent_now}
+                    )
                 if step >= steps:
                     break
+            skip = 0
             spent += time.perf_counter() - started
             score = evaluate()
             model.train()

@@ -191,6 +191,27 @@ def distilled_on_text(data: dict) -> str:
     return text
 
 
+def _started_from(report: Report) -> list[str]:
+    if not report.started_from:
+        return []
+    from compress.models import SHIPPED, SHIPPED_DIR
+
+    by_source: dict[str, list[str]] = {}
+    for name, sources in report.started_from.items():
+        for source in sources:
+            by_source.setdefault(source, []).append(f"`{name}`")
+    lines = ["Pre-trained starting points (a no-KD baseline starts where its KD twin does):", ""]
+    for source, names in by_source.items():
+        note = (
+            f" (shipped with lert-compress; how it was pre-trained: "
+            f"{SHIPPED_DIR.name}/{SHIPPED[source]}/README.md in the package)"
+            if source in SHIPPED
+            else ""
+        )
+        lines.append(f"- {source}{note}: {', '.join(names)}")
+    return [*lines, ""]
+
+
 def _distilled_on(report: Report) -> list[str]:
     if not report.distilled_on:
         return []
@@ -288,6 +309,7 @@ def render_markdown(report: Report) -> str:
         ]
         lines += [f"- {c}" for c in report.changed_since_last] + [""]
     lines += _per_class_table(report)
+    lines += _started_from(report)
     lines += _distilled_on(report)
     lines += _seeds_section(report)
     lines += ["## Recommended", ""]
@@ -416,6 +438,11 @@ def render_report(root: Path) -> Report:
             name: {"processes": e.processes, "backend": e.backend}
             for name, e in manifest.steps.items()
             if name in metrics.steps and e.backend
+        },
+        started_from={
+            name: manifest.steps[name].sources
+            for name in metrics.steps
+            if name in manifest.steps and manifest.steps[name].sources
         },
         distilled_on={
             name: manifest.steps[name].details["data"]

@@ -137,4 +137,6 @@ class Report(Metrics):
     parallel_training: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # per KD step: the rows it learnt from (labelled_rows, transfer_rows, ...)
     distilled_on: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # step -> the pre-trained models (hub ids, directories, shipped names) it started from
+    started_from: dict[str, list[str]] = Field(default_factory=dict)
     stale: list[str] = Field(default_factory=list)  # steps changed since (set by a later run)

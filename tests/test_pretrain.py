@@ -3,6 +3,7 @@
 import json
 import random
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -285,3 +286,89 @@ def test_pretrain_mini_lert_recipe_validates_and_runs_a_few_steps(tmp_path):
     manifest = json.loads((root / "manifest.json").read_text())
     assert manifest["steps"]["mini-lert"]["details"]["train"]["steps"] == 3
     assert manifest["steps"]["check"]["status"] == "done"
+
+
+def test_the_shipped_mini_lert_is_what_its_recipe_makes():
+    from safetensors import safe_open
+
+    from compress.models import ModelSource, load_pretrained, load_tokenizer, resolve_source
+
+    path = resolve_source("lert-compress/mini-lert")
+    weights = f"{path}/model.safetensors"
+    with safe_open(weights, "pt") as f:
+        dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}  # noqa: SIM118 (not a dict)
+    assert dtypes == {"F16"}
+    record = json.loads(Path(path, "pretraining.json").read_text(encoding="utf-8"))
+    recipe = load_recipe("recipes/pretrain-mini-lert.yaml")
+    step = recipe.step("mini-lert").config
+    assert record["data"]["sources"] == step.text.sources()
+    assert record["data"]["linguistic_heads"] == ["pos", "ner"]
+    assert record["train"]["steps"] > 1000
+    card = Path(path, "README.md").read_text(encoding="utf-8")
+    assert "make recipe=pretrain-mini-lert" in card and "float16" in card
+    model = load_pretrained(
+        ModelSource(source="lert-compress/mini-lert"), "classification", ["a", "b"]
+    )
+    assert next(model.parameters()).dtype == torch.float32
+    config = model.config
+    assert (config.num_hidden_layers, config.hidden_size) == (4, 192)
+    assert len(load_tokenizer("lert-compress/mini-lert")) == config.vocab_size
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_pretrain_and_general_distill_run_on_cuda_in_bf16(tmp_path, cls_files):
+    general = {
+        "name": "general",
+        "stage": "general-distill",
+        "student": {"shape": {"layers": 1, "hidden": 32, "heads": 2, "ffn": 64}},
+        "text": {"files": [str(tmp_path / "text.txt")], "heldout": 30},
+        "max_seq_len": 32,
+        "max_steps": 10,
+        "precision": "bf16",
+    }
+    steps = [
+        _pretrain_recipe(tmp_path, steps=20, precision="bf16"),
+        general,
+        {"name": "teacher", "stage": "finetune", "input": "pre", "epochs": 1},
+    ]
+    root = run_recipe(parse_recipe(tiny_recipe(cls_files, steps=steps)), tmp_path / "art")
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["steps"]["pre"]["details"]["train"]["precision"] == "bf16"
+    assert manifest["steps"]["general"]["details"]["train"]["precision"] == "bf16"
+
+
+def test_a_killed_pretrain_step_continues_where_it_was_saved(tmp_path, cls_files, monkeypatch):
+    from safetensors.torch import load_file
+
+    import compress.pretraining as pretraining
+
+    def recipe(where):
+        step = _pretrain_recipe(where, steps=30, save_every=10)
+        return parse_recipe(tiny_recipe(cls_files, steps=[step]))
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    whole = run_recipe(recipe(tmp_path / "a"), tmp_path / "a" / "art", evaluate=False)
+
+    real, calls = pretraining.mask_batch, {"n": 0}
+
+    def dies_at_step_25(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1 + 25:  # the held-out batch, then 24 training steps
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pretraining, "mask_batch", dies_at_step_25)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe(tmp_path / "b"), tmp_path / "b" / "art", evaluate=False)
+    saved = list((tmp_path / "b" / "art" / "tiny" / ".resume").glob("01_pre-*/train-state.pt"))
+    assert len(saved) == 1
+    monkeypatch.setattr(pretraining, "mask_batch", real)
+    resumed = run_recipe(recipe(tmp_path / "b"), tmp_path / "b" / "art", evaluate=False)
+    assert not (resumed / ".resume" / saved[0].parent.name).exists()  # removed once done
+    a = load_file(whole / "01_pre" / "model" / "model.safetensors")
+    b = load_file(resumed / "01_pre" / "model" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    history = json.loads((resumed / "manifest.json").read_text())["steps"]["pre"]["details"]
+    assert [h["step"] for h in history["losses"]] == [10, 20, 30]

@@ -22,7 +22,7 @@ from compress.models import ModelSource, count_parameters
 from compress.pretraining import LinguisticMLM, MaskingConfig, fixed_batches, masked_batches
 from compress.registry import StageConfig, StageContext, StageResult, stage
 from compress.students import StudentConfig
-from compress.trainer import BatchSource, device, train
+from compress.trainer import BatchSource, Resume, device, train
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,11 @@ class GeneralDistillConfig(KDConfig, StageConfig):
     temperature: float = Field(1.0, gt=0)
     lr: float = Field(5e-4, gt=0)
     epochs: float = Field(1.0, gt=0)
+    save_every: int = Field(
+        200,
+        ge=1,
+        description="steps between saves of the training state (to continue a killed run)",
+    )
     cache_teacher_logits: bool = Field(
         False, description="never: masking differs every epoch, and vocabulary-wide logits"
     )
@@ -170,7 +175,14 @@ def general_distill(cfg: GeneralDistillConfig, src: Path | None, ctx: StageConte
         check = mlm_check(LinguisticMLM(student, []), held, device())
         teacher_check = mlm_check(LinguisticMLM(teacher, []), held, device())
         teacher_check()
-        loss_fn, prepare = training_hooks(distiller)
+        loss_fn, add_projections = training_hooks(distiller)
+        resume = Resume(ctx.resume_dir, cfg.save_every) if ctx.resume_dir else None
+
+        def prepare(optimizer):
+            optimizer = add_projections(optimizer)
+            if resume is not None:  # the projections are trained too: saved with the student
+                resume.modules = [p for p in getattr(distiller, "projs", None) or [] if p]
+            return optimizer
 
         with distiller:
             result = train(
@@ -182,6 +194,7 @@ def general_distill(cfg: GeneralDistillConfig, src: Path | None, ctx: StageConte
                 desc=ctx.step_name,
                 metric="masked-LM acc",
                 prepare=prepare,
+                resume=resume,
             )
         if hasattr(distiller.tb_writer, "close"):
             distiller.tb_writer.close()

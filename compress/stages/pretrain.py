@@ -25,7 +25,7 @@ from compress.pretraining import (
 )
 from compress.registry import StageContext, StageResult, stage
 from compress.stages.finetune import ModelOrInput
-from compress.trainer import TrainConfig, device, total_steps, train
+from compress.trainer import Resume, TrainConfig, device, total_steps, train
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,11 @@ class PretrainConfig(TrainConfig, ModelOrInput):
     lr: float = Field(5e-4, gt=0)
     epochs: float = Field(1.0, gt=0)
     log_every: int = Field(50, ge=1, description="steps between loss records")
+    save_every: int = Field(
+        200,
+        ge=1,
+        description="steps between saves of the training state (to continue a killed run)",
+    )
 
 
 def masked_lm(source: ModelSource | Path, text: CorpusConfig | None, work: Path | None = None):
@@ -106,22 +111,22 @@ def pretrain(cfg: PretrainConfig, src: Path | None, ctx: StageContext) -> StageR
         before = dict(check.last)  # type: ignore[attr-defined]
         parallel = dist.wrap(model)
         ends = {k: v for k, v in cfg.linguistic.ends().items() if k in heads}
-        step = 0
-        running: dict[str, list[float]] = {}
-        history: list[dict] = []
+        resume = Resume(ctx.resume_dir, cfg.save_every) if ctx.resume_dir else None
+        state = resume.extra if resume else {}
+        state.update(step=0, running={}, history=[])
 
         def loss_fn(batch) -> torch.Tensor:
-            nonlocal step
-            weights = lip_weights(step, steps, ends)
+            weights = lip_weights(state["step"], steps, ends)
             out = parallel(**{k: v.to(device()) for k, v in batch.items()})
             loss = out["mlm"] + sum(weights[k] * out[k] for k in heads)
-            step += 1
+            state["step"] += 1
+            running = state["running"]
             for name in ("mlm", *heads):
                 running.setdefault(name, []).append(float(out[name].detach()))
-            if step % cfg.log_every == 0 or step == steps:
-                history.append(
+            if state["step"] % cfg.log_every == 0 or state["step"] == steps:
+                state["history"].append(
                     {
-                        "step": step,
+                        "step": state["step"],
                         **{f"{k}_loss": round(sum(v) / len(v), 4) for k, v in running.items()},
                         **{f"{k}_weight": round(w, 3) for k, w in weights.items()},
                     }
@@ -130,8 +135,16 @@ def pretrain(cfg: PretrainConfig, src: Path | None, ctx: StageContext) -> StageR
             return loss
 
         result = train(
-            model, loss_fn, source_batches, cfg, check, desc=ctx.step_name, metric="masked-LM acc"
+            model,
+            loss_fn,
+            source_batches,
+            cfg,
+            check,
+            desc=ctx.step_name,
+            metric="masked-LM acc",
+            resume=resume,
         )
+        history = state["history"]
         final = dict(check.last)  # type: ignore[attr-defined]
         check()  # the kept (best) weights
         kept = dict(check.last)  # type: ignore[attr-defined]
