@@ -206,17 +206,20 @@ def test_mlm_loss_falls_and_heads_are_dropped_on_save(tmp_path, cls_files):
     assert {r["variant"] for r in report["rows"]} == {"teacher"}
 
 
-def test_general_distillation_moves_the_student_toward_the_teacher(tmp_path, cls_files):
-    general = {
+def _general_step(tmp_path, **options) -> dict:
+    """A general-distill step: a 1-layer, 32-wide student on the tiny corpus."""
+    return {
         "name": "general",
         "stage": "general-distill",
         "student": {"shape": {"layers": 1, "hidden": 32, "heads": 2, "ffn": 64}},
         "text": {"files": [str(tmp_path / "text.txt")], "heldout": 30},
         "max_seq_len": 32,
-        "max_steps": 40,
-        "batch_size": 16,
-        "lr": 2e-3,
+        **options,
     }
+
+
+def test_general_distillation_moves_the_student_toward_the_teacher(tmp_path, cls_files):
+    general = _general_step(tmp_path, max_steps=40, batch_size=16, lr=2e-3)
     student = {
         "name": "student",
         "stage": "distill",
@@ -318,15 +321,7 @@ def test_the_shipped_mini_lert_is_what_its_recipe_makes():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_pretrain_and_general_distill_run_on_cuda_in_bf16(tmp_path, cls_files):
-    general = {
-        "name": "general",
-        "stage": "general-distill",
-        "student": {"shape": {"layers": 1, "hidden": 32, "heads": 2, "ffn": 64}},
-        "text": {"files": [str(tmp_path / "text.txt")], "heldout": 30},
-        "max_seq_len": 32,
-        "max_steps": 10,
-        "precision": "bf16",
-    }
+    general = _general_step(tmp_path, max_steps=10, precision="bf16")
     steps = [
         _pretrain_recipe(tmp_path, steps=20, precision="bf16"),
         general,
