@@ -47,6 +47,9 @@ def main() -> None:
             "\n## As shipped\n\nThe weights are stored in float16 (safetensors) to halve the "
             "package; they load into float32 models as usual.\n"
         )
+    tmp.chmod(0o755)  # mkdtemp makes it private; the package ships it readable
+    for path in tmp.iterdir():
+        path.chmod(0o644)
     out = SHIPPED / args.name
     if out.exists():
         shutil.rmtree(out)
