@@ -367,3 +367,59 @@ def test_a_killed_pretrain_step_continues_where_it_was_saved(tmp_path, cls_files
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     history = json.loads((resumed / "manifest.json").read_text())["steps"]["pre"]["details"]
     assert [h["step"] for h in history["losses"]] == [10, 20, 30]
+
+
+def test_a_killed_general_distill_step_continues_with_its_projections(
+    tmp_path, cls_files, monkeypatch
+):
+    """The projections (32 -> 64 wide) are trained with the student: a run killed after its
+    step-20 save must go on with the same losses, and end with the same student, as one never
+    killed (the losses are compared because the kept weights may be an earlier step's best)."""
+    import importlib
+
+    from safetensors.torch import load_file
+
+    # the module, not the stage of the same name that compress.stages exports
+    general_distill = importlib.import_module("compress.stages.general_distill")
+    real = general_distill.training_hooks
+
+    def recipe(where):
+        (where / "art").mkdir(parents=True, exist_ok=True)
+        steps = [
+            _pretrain_recipe(where, steps=20),
+            _general_step(where, max_steps=30, batch_size=16, lr=2e-3, save_every=10),
+        ]
+        return parse_recipe(tiny_recipe(cls_files, steps=steps))
+
+    def recorded(losses: list, die_at: int | None = None):
+        def hooks(distiller):
+            loss_fn, add_projections = real(distiller)
+
+            def loss(batch):
+                if len(losses) + 1 == die_at:
+                    raise KeyboardInterrupt
+                value = loss_fn(batch)
+                losses.append(value.item())
+                return value
+
+            return loss, add_projections
+
+        return hooks
+
+    whole_losses, killed_losses, resumed_losses = [], [], []
+    monkeypatch.setattr(general_distill, "training_hooks", recorded(whole_losses))
+    whole = run_recipe(recipe(tmp_path / "a"), tmp_path / "a" / "art", evaluate=False)
+    monkeypatch.setattr(general_distill, "training_hooks", recorded(killed_losses, die_at=25))
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe(tmp_path / "b"), tmp_path / "b" / "art", evaluate=False)
+    saved = list((tmp_path / "b" / "art" / "tiny" / ".resume").glob("02_general-*/train-state.pt"))
+    assert len(saved) == 1
+    assert len(torch.load(saved[0], weights_only=False)["modules"]) == 2  # both projections
+    monkeypatch.setattr(general_distill, "training_hooks", recorded(resumed_losses))
+    resumed = run_recipe(recipe(tmp_path / "b"), tmp_path / "b" / "art", evaluate=False)
+
+    assert len(whole_losses) == 30 and killed_losses == whole_losses[:24]
+    assert resumed_losses == whole_losses[20:]  # steps 21-30 again, from the step-20 state
+    a = load_file(whole / "02_general" / "model" / "model.safetensors")
+    b = load_file(resumed / "02_general" / "model" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
