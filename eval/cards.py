@@ -77,6 +77,17 @@ def card_text(
         )
     if not rows:
         lines.append("| – | – | – | not evaluated | – | – | – |")
+    details = entry.details or {}
+    if details.get("target"):
+        lines += [
+            "",
+            f"Quantized for the `{details['target']}` instruction set "
+            f"({details.get('target_source', 'as recorded')}) on a "
+            f"`{details.get('built_on', '?')}` machine: run it on a CPU of that kind.",
+        ]
+    notes = [f"- {r.runtime} {r.precision} on {r.device}: {n}" for r in rows for n in r.notes]
+    if notes:
+        lines += ["", *notes]
     lines += ["", "## Use it", "", *_usage(manifest.path.parent, entry, report), ""]
     return "\n".join(lines)
 

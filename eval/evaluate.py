@@ -41,7 +41,7 @@ from eval.runtimes import (
     size_mb,
     torch_precision,
 )
-from eval.schema import Baseline, Latency, MetricRow, Metrics, SeedPair, SeedRow
+from eval.schema import Baseline, Latency, MetricRow, Metrics, SeedPair, SeedRow, rows_by_key
 from eval.stats import paired_delta, score_interval, within_noise
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class Variant:
     step: str
     stage: str
     path: Path
+    target: str | None = None  # the instruction set it was quantized for, where it says
 
     @property
     def tokenizer_dir(self) -> Path:
@@ -74,10 +75,32 @@ def variants(manifest: Manifest, steps: list[str] | None = None) -> list[Variant
     out = []
     for name, entry in done:
         assert entry.output is not None
-        out.append(Variant(name, name, entry.stage, root / entry.output))
+        target = (entry.details or {}).get("target")
+        out.append(Variant(name, name, entry.stage, root / entry.output, target))
         for label, relative in entry.extra_variants.items():
             out.append(Variant(f"{name} ({label})", name, entry.stage, root / relative))
     return out
+
+
+U8S8 = {"avx512", "avx512_vnni", "arm64"}  # optimum's presets with signed int8 weights
+
+
+def target_notes(target: str | None, host: str) -> list[str]:
+    """What a reader must know when an artifact built for ``target`` is measured on a
+    ``host`` CPU (both optimum preset names, as ``compress.onnx.cpu_preset`` gives)."""
+    if target is None or target == host:
+        return []
+    note = (
+        f"quantized for {target}, measured on this {host} CPU: its latency is this machine's, "
+        f"not the target's"
+    )
+    if target in U8S8 and host in ("avx2", "avx512"):
+        # ONNX Runtime's quantization guide: u8s8 on x86 without VNNI can saturate
+        note += (
+            "; its u8s8 products can saturate without VNNI, so its score here may be lower "
+            "than on the target"
+        )
+    return [note + "."]
 
 
 def usable_devices(wanted: list[str]) -> list[str]:
@@ -154,7 +177,12 @@ def score_variant(
         score_ci=[round(v, 5) for v in score_interval(task.type, counts)],
         per_class=per_class(task, examples, predicted),
         other_scores={k: round(v, 5) for k, v in other_scores(task.type, counts).items()},
+        target=variant.target,
     )
+    if device == "cpu" and variant.target is not None:
+        from compress.onnx import cpu_preset
+
+        row.notes += target_notes(variant.target, cpu_preset())
     log.info(
         "%s on %s (%s %s): %s %.4f",
         variant.name,
@@ -312,10 +340,10 @@ def keep_previous(path: Path, new: Metrics) -> list[str]:
     os.replace(path, path.parent / "history" / f"metrics-{stamp}.json")
     if old is None:
         return []
-    before = {(r.variant, r.device, r.precision): r for r in old.rows}
+    before = rows_by_key(old.rows)
     changes = []
     for row in new.rows:
-        prev = before.get((row.variant, row.device, row.precision))
+        prev = before.get(row.key)
         for b, lat in row.latency_ms.items():
             if prev is None or b not in prev.latency_ms:
                 continue
@@ -323,7 +351,7 @@ def keep_previous(path: Path, new: Metrics) -> list[str]:
             bound = max(0.10, lat.block_spread, was.block_spread)
             if was.p50 and abs(lat.p50 - was.p50) / was.p50 > bound:
                 changes.append(
-                    f"{row.variant} ({row.device} {row.precision}, {b}): p50 {was.p50:.1f} -> "
+                    f"{row.label}, {b}: p50 {was.p50:.1f} -> "
                     f"{lat.p50:.1f} ms since {stamp}, beyond the spread ({bound:.0%})"
                 )
     for change in changes:
@@ -374,40 +402,49 @@ def evaluate_repeat(root: Path, recipe: Recipe, seed: int, task: TaskData) -> Me
 def seed_summary(
     runs: dict[int, Metrics], reference: str, pairs: list[tuple[str, str]]
 ) -> tuple[list[SeedRow], list[SeedPair]]:
-    """Per variant (its first CPU row in each run), the scores over the seeds with mean and
-    sample sd, and its paired difference from the reference per run; per (KD, no-KD) pair,
-    the per-seed differences. Variants missing from any run are left out."""
-    by_run: dict[int, dict[str, MetricRow]] = {}
-    for seed, m in runs.items():
-        first: dict[str, MetricRow] = {}
-        for row in m.rows:
-            if row.device == "cpu":
-                first.setdefault(row.variant, row)
-        by_run[seed] = first
+    """Per CPU row (by its identity: one variant may have an fp32 and a bf16 row), the scores
+    over the seeds with mean and sample sd, and its paired difference from the reference
+    variant's first CPU row per run; per (KD, no-KD) pair, the per-seed differences of their
+    first (as saved) CPU rows. Rows missing from any run are left out."""
+    by_run = {
+        seed: rows_by_key([r for r in m.rows if r.device == "cpu"]) for seed, m in runs.items()
+    }
+    first = {  # variant -> the key of its first CPU row (the model as saved)
+        variant: next(k for k, r in by_run[next(iter(runs))].items() if r.variant == variant)
+        for variant in dict.fromkeys(r.variant for r in by_run[next(iter(runs))].values())
+    }
     seeds = list(runs)
-    common = [v for v in by_run[seeds[0]] if all(v in rows for rows in by_run.values())]
+    common = [k for k in by_run[seeds[0]] if all(k in rows for rows in by_run.values())]
+    ref_key = first.get(reference)
 
     def spread(values: list[float]) -> tuple[float, float]:
         return round(statistics.fmean(values), 5), round(statistics.stdev(values), 5)
 
     rows = []
-    for variant in common:
-        scores = [by_run[s][variant].score for s in seeds]
+    for key in common:
+        scores = [by_run[s][key].score for s in seeds]
         mean, sd = spread(scores)
-        row = SeedRow(variant=variant, seeds=seeds, scores=scores, mean=mean, sd=sd)
-        if variant != reference and reference in common:
-            row.deltas = [
-                round(by_run[s][variant].score - by_run[s][reference].score, 5) for s in seeds
-            ]
+        variant = by_run[seeds[0]][key].variant
+        row = SeedRow(variant=variant, key=key, seeds=seeds, scores=scores, mean=mean, sd=sd)
+        if key != ref_key and ref_key in common:
+            row.deltas = [round(by_run[s][key].score - by_run[s][ref_key].score, 5) for s in seeds]
             row.delta_mean, row.delta_sd = spread(row.deltas)
         rows.append(row)
     out_pairs = []
-    for kd, no_kd in pairs:
+    for kd_variant, no_kd_variant in pairs:
+        kd, no_kd = first.get(kd_variant), first.get(no_kd_variant)
         if kd in common and no_kd in common:
             diffs = [round(by_run[s][kd].score - by_run[s][no_kd].score, 5) for s in seeds]
             mean, sd = spread(diffs)
             better = sum(d > 0 for d in diffs)
             out_pairs.append(
-                SeedPair(kd=kd, no_kd=no_kd, differences=diffs, mean=mean, sd=sd, kd_better=better)
+                SeedPair(
+                    kd=kd_variant,
+                    no_kd=no_kd_variant,
+                    differences=diffs,
+                    mean=mean,
+                    sd=sd,
+                    kd_better=better,
+                )
             )
     return rows, out_pairs

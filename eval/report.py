@@ -67,7 +67,7 @@ def _points(interval: list[float], signed: bool = False) -> str:
 
 
 def _delta_cell(row: MetricRow, ref: MetricRow) -> str:
-    if row.variant == ref.variant:
+    if row.key == ref.key:
         return "reference"
     delta = (row.delta if row.delta is not None else row.score - ref.score) * 100
     text = f"{delta:+.2f}{_points(row.delta_ci, signed=True)}"
@@ -82,7 +82,7 @@ def _latency_cell(lat, speedup: float) -> str:
 def _fmt_row(row: MetricRow, ref: MetricRow, batches: list[str]) -> str:
     kept = 100 * row.score / ref.score if ref.score else float("nan")
     cells = [
-        row.variant,
+        row.variant + (" †" if row.notes else ""),
         row.stage,
         row.runtime,
         row.device,
@@ -121,10 +121,12 @@ def _table(rows: list[MetricRow], ref: MetricRow, title: str) -> list[str]:
         + [f"{b} p50 ±IQR/2 ms (speedup)" for b in batches]
         + ["peak MB"]
     )
+    notes = [f"- † `{r.variant}` ({r.runtime} {r.precision}): {n}" for r in rows for n in r.notes]
     return (
         [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         + [_fmt_row(r, ref, batches) for r in rows]
         + [""]
+        + ([*notes, ""] if notes else [])
     )
 
 
@@ -157,21 +159,25 @@ def _per_class_table(report: Report) -> list[str]:
         return []
     classes = list(rows[0].per_class)
     kind = "entity type" if report.metric == "entity_f1" else "class"
-    head = ["variant", *classes]
+    head = ["variant", "runtime", "precision", *classes]
     lines = [
         f"### F1 per {kind} (precision, recall and support in report.json)",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
     ]
-    seen = set()
     for r in rows:
-        if r.variant in seen:
-            continue
-        seen.add(r.variant)
         cells = [f"{r.per_class.get(c, {}).get('f1', 0) * 100:.1f}" for c in classes]
-        lines.append("| " + " | ".join([r.variant, *cells]) + " |")
+        lines.append("| " + " | ".join([r.variant, r.runtime, r.precision, *cells]) + " |")
     return [*lines, ""]
+
+
+def _seed_label(row, rows) -> str:
+    """A seed row's variant, with how it ran where the variant has several rows."""
+    if sum(r.variant == row.variant for r in rows) == 1 or not row.key:
+        return row.variant
+    _, runtime, precision, _ = row.key.split("|")
+    return f"{row.variant} ({runtime} {precision})"
 
 
 def distilled_on_text(data: dict) -> str:
@@ -243,7 +249,8 @@ def _seeds_section(report: Report) -> list[str]:
         )
         per_seed = ", ".join(f"{v * 100:.2f}" for v in r.scores)
         lines.append(
-            f"| {r.variant} | {r.mean * 100:.2f} ± {r.sd * 100:.2f} | {delta} | {per_seed} |"
+            f"| {_seed_label(r, report.seed_rows)} | {r.mean * 100:.2f} ± {r.sd * 100:.2f} "
+            f"| {delta} | {per_seed} |"
         )
     for p in report.seed_pairs:
         lines.append("")
@@ -322,7 +329,7 @@ def render_markdown(report: Report) -> str:
         if key in report.recommended:
             pick = report.recommended[key]
             text = (
-                f"`{pick.variant}` ({pick.runtime} {pick.precision}, "
+                f"`{pick.variant}` ({pick.runtime} {pick.precision} on {pick.device}, "
                 f"{pick.size_mb:.1f} MB, score {pick.score * 100:.2f})"
                 if pick
                 else "none qualifies"
@@ -387,7 +394,7 @@ def plot_pareto(rows: list[MetricRow], path: Path, metric: str) -> None:
                     linestyle="none",
                     marker=f"${i}$",
                     color="black",
-                    label=f"{r.variant}: {r.runtime} {r.precision}, {r.size_mb:.1f} MB",
+                    label=f"{r.label}, {r.size_mb:.1f} MB",
                 )
             )
         front = pareto_front(list(zip(xs, ys, strict=True)))

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Latency(BaseModel):
@@ -49,6 +49,36 @@ class MetricRow(BaseModel):
     memory_mb: float | None = None
     latency_ms: dict[str, Latency] = Field(default_factory=dict)  # "b1" -> latency
     speedup: dict[str, float] = Field(default_factory=dict)  # over the reference, same device
+    # what the row's artifact was built for (e.g. an int8 preset), where it says
+    target: str | None = None
+    notes: list[str] = Field(default_factory=list)  # shown beside the row in the report
+    # the row's identity: one variant may have rows at several runtimes, precisions, devices
+    key: str = ""
+
+    @model_validator(mode="after")
+    def _identity(self) -> MetricRow:
+        self.key = row_key(self.variant, self.runtime, self.precision, self.device)
+        return self
+
+    @property
+    def label(self) -> str:
+        """The variant with how it ran, for legends and lists."""
+        return f"{self.variant} ({self.runtime} {self.precision}, {self.device})"
+
+
+def row_key(variant: str, runtime: str, precision: str, device: str) -> str:
+    """A metric row's unique identity within a report."""
+    return f"{variant}|{runtime}|{precision}|{device}"
+
+
+def rows_by_key(rows: list[MetricRow]) -> dict[str, MetricRow]:
+    """Rows by identity; two rows with one identity are a bug of the evaluator."""
+    out: dict[str, MetricRow] = {}
+    for row in rows:
+        if row.key in out:
+            raise ValueError(f"two metric rows share the identity {row.key!r}")
+        out[row.key] = row
+    return out
 
 
 class Baseline(BaseModel):
@@ -62,10 +92,11 @@ class Baseline(BaseModel):
 
 
 class SeedRow(BaseModel):
-    """One variant's score over the recipe's seeds (CPU, as saved), with its paired difference
-    from the reference variant in each run."""
+    """One row's score over the recipe's seeds (CPU rows), with its paired difference from the
+    reference variant in each run."""
 
     variant: str
+    key: str = ""  # the metric row's identity (variant|runtime|precision|device)
     seeds: list[int]
     scores: list[float]
     mean: float
@@ -108,6 +139,11 @@ class Metrics(BaseModel):
     # with ``seeds:`` in the recipe: scores over the repeated runs
     seed_rows: list[SeedRow] = Field(default_factory=list)
     seed_pairs: list[SeedPair] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_rows(self) -> Metrics:
+        rows_by_key(self.rows)
+        return self
 
     def reference_row(self, device: str | None = None) -> MetricRow | None:
         """The reference variant's first row (on ``device`` when given), if measured."""

@@ -157,6 +157,32 @@ def metric_row(variant: str, score: float, mb: float = 1.0, b1: float = 1.0, dev
     }
 
 
+class Rows:
+    """report.json rows by identity: ``rows["student"]`` is the one CPU row of ``student``
+    (an error when the variant has several, e.g. an fp32 and a bf16 row of one IR), and
+    ``rows["ov", "bf16"]`` or ``rows["ov", "fp16", "cuda"]`` narrow it."""
+
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+
+    def find(self, variant: str, precision: str | None = None, device: str = "cpu") -> list:
+        return [
+            r
+            for r in self.rows
+            if r["variant"] == variant
+            and r["device"] == device
+            and precision in (None, r["precision"])
+        ]
+
+    def __getitem__(self, key) -> dict:
+        variant, *rest = key if isinstance(key, tuple) else (key,)
+        found = self.find(variant, *rest)
+        if len(found) != 1:
+            keys = [r.get("key") for r in found]
+            raise KeyError(f"{key!r} matches {len(found)} rows {keys}; name the precision")
+        return found[0]
+
+
 def metrics_of(rows: list[dict], reference: str):
     """An ``eval/metrics.json`` record holding ``rows``."""
     from eval.schema import Metrics

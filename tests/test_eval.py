@@ -304,4 +304,118 @@ def test_a_new_evaluation_keeps_the_last_and_names_what_moved(tmp_path):
     assert len(list((tmp_path / "history").glob("metrics-*.json"))) == 1
     path.write_text(metrics(10.0).model_dump_json())
     (change,) = keep_previous(path, metrics(19.6))
-    assert "student (cpu fp32, b1): p50 10.0 -> 19.6 ms" in change
+    assert "student (pytorch fp32, cpu), b1: p50 10.0 -> 19.6 ms" in change
+
+
+def test_history_compares_each_row_with_its_own_identity(tmp_path):
+    """An fp32 and a bf16 row of one variant: each is compared with its own past row."""
+    from eval.evaluate import keep_previous
+
+    def metrics(fp32_ms, bf16_ms):
+        rows = []
+        for precision, p50 in (("fp32", fp32_ms), ("bf16", bf16_ms)):
+            row = _row("ov", 0.9, 1, p50, runtime="openvino", precision=precision)
+            row["latency_ms"]["b1"].update(iqr=0.1, block_p50=[p50] * 4, block_spread=0.02)
+            rows.append(row)
+        return metrics_of(rows, "ov")
+
+    path = tmp_path / "metrics.json"
+    path.write_text(metrics(10.0, 5.0).model_dump_json())
+    # keyed by variant alone, the bf16 row would be compared with the fp32 one and "move"
+    assert keep_previous(path, metrics(10.0, 5.0)) == []
+    path.write_text(metrics(10.0, 5.0).model_dump_json())
+    (change,) = keep_previous(path, metrics(10.0, 9.0))
+    assert change.startswith("ov (openvino bf16, cpu), b1: p50 5.0 -> 9.0 ms")
+
+
+def test_two_rows_of_one_variant_reach_report_json_md_plot_and_card(tmp_path):
+    """On a CPU with bf16 the evaluator adds a bf16 row for an fp32 IR: same variant, another
+    precision. Both rows must survive every consumer of the metrics."""
+    _fake_run(tmp_path)
+    metrics = json.loads((tmp_path / "eval/metrics.json").read_text())
+    bf16 = _row("student", 0.89, 60, 6, precision="bf16")
+    metrics["rows"].append(bf16)
+    (tmp_path / "eval/metrics.json").write_text(json.dumps(metrics))
+    report = render_report(tmp_path)
+    saved = json.loads((tmp_path / "report.json").read_text())
+    keys = [r["key"] for r in saved["rows"]]
+    assert keys == [
+        "teacher|pytorch|fp32|cpu",
+        "student|pytorch|fp32|cpu",
+        "student|pytorch|bf16|cpu",
+    ]
+    md = (tmp_path / "report.md").read_text()
+    assert "| student | x | pytorch | cpu | fp32 | 1.00 | 60.0 | 89.50 |" in md
+    assert "| student | x | pytorch | cpu | bf16 | 1.00 | 60.0 | 89.00 |" in md
+    # the per-class table lists both rows, not the first of the variant only
+    assert report.recommended["fastest_cpu"].key == "student|pytorch|bf16|cpu"
+    assert "`student` (pytorch bf16 on cpu" in md
+    card = (tmp_path / "02_student/model/README.md").read_text()
+    assert "| pytorch | cpu | fp32 | 89.50 |" in card and "| pytorch | cpu | bf16 | 89.00 |" in card
+
+
+def test_two_rows_with_one_identity_are_refused():
+    with pytest.raises(ValueError, match="share the identity 'a|pytorch|fp32|cpu'"):
+        metrics_of([_row("a", 0.9, 1, 1), _row("a", 0.8, 1, 1)], "a")
+
+
+def test_seed_summary_keeps_a_variant_s_precisions_apart():
+    from eval.evaluate import seed_summary
+
+    def run(fp32, bf16, no_kd):
+        return metrics_of(
+            [
+                _row("kd", fp32, 1, 1),
+                _row("kd", bf16, 1, 1, precision="bf16"),
+                _row("no-kd", no_kd, 1, 1),
+            ],
+            "kd",
+        )
+
+    rows, pairs = seed_summary(
+        {1: run(0.80, 0.70, 0.75), 2: run(0.82, 0.72, 0.76)}, "kd", [("kd", "no-kd")]
+    )
+    by_key = {r.key: r for r in rows}
+    assert by_key["kd|pytorch|fp32|cpu"].scores == [0.80, 0.82]
+    assert by_key["kd|pytorch|bf16|cpu"].scores == [0.70, 0.72]
+    assert by_key["kd|pytorch|bf16|cpu"].deltas == [pytest.approx(-0.1), pytest.approx(-0.1)]
+    # the KD pair compares the models as saved (their first CPU rows), not the bf16 run
+    (pair,) = pairs
+    assert pair.differences == [pytest.approx(0.05), pytest.approx(0.06)]
+
+
+@pytest.mark.parametrize(
+    "target,host,expected",
+    [
+        ("avx2", "avx2", None),
+        ("avx512_vnni", "avx512_vnni", None),
+        ("avx512_vnni", "avx2", "saturate"),
+        ("arm64", "avx512", "saturate"),
+        ("avx2", "avx512_vnni", "not the target's"),
+        ("avx512", "avx512_vnni", "not the target's"),
+    ],
+)
+def test_a_row_measured_off_its_target_says_so(target, host, expected):
+    from eval.evaluate import target_notes
+
+    notes = target_notes(target, host)
+    if expected is None:
+        assert notes == []
+    else:
+        (note,) = notes
+        assert f"quantized for {target}, measured on this {host} CPU" in note
+        assert expected in note
+        assert ("saturate" in note) == (expected == "saturate")
+
+
+def test_a_row_s_note_is_printed_beside_it(tmp_path):
+    _fake_run(tmp_path)
+    metrics = json.loads((tmp_path / "eval/metrics.json").read_text())
+    metrics["rows"][1].update(target="avx512_vnni", notes=["quantized for avx512_vnni, here"])
+    (tmp_path / "eval/metrics.json").write_text(json.dumps(metrics))
+    render_report(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "| student † | x | pytorch | cpu | fp32 |" in md
+    assert "- † `student` (pytorch fp32): quantized for avx512_vnni, here" in md
+    card = (tmp_path / "02_student/model/README.md").read_text()
+    assert "- pytorch fp32 on cpu: quantized for avx512_vnni, here" in card

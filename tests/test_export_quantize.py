@@ -9,6 +9,7 @@ from compress.errors import CompressError, RecipeError
 from compress.recipe import parse_recipe
 from compress.runner import run_recipe
 from tests.conftest import (
+    Rows,
     ner_sentences,
     sentiment_rows,
     tiny_recipe,
@@ -73,7 +74,7 @@ def test_export_validated_against_pytorch(run):
     root, report, steps = run
     check = steps["fp32-onnx"]["details"]["validation"]
     assert check["max_abs_diff"] < 1e-4 and check["argmax_agreement"] == 1.0
-    rows = {r["variant"]: r for r in report["rows"]}
+    rows = Rows(report["rows"])
     assert (
         rows["fp32-onnx"]["runtime"] == "onnxruntime" and rows["fp32-onnx"]["precision"] == "fp32"
     )
@@ -96,9 +97,14 @@ def test_int8_reloads_with_optimum_and_plain_onnxruntime(run, name):
     via_ort = sess.run(None, {k: v.numpy() for k, v in batch.items()})[0]
     assert np.allclose(via_optimum, via_ort, atol=1e-5)
     details = steps[name]["details"]
-    assert details["preset"] in ("avx512_vnni", "avx512", "avx2", "arm64")
+    # the recipe names no target: the portable default, whatever CPU built it
+    assert details["preset"] == details["target"] == "avx2"
+    assert details["target_source"].startswith("the default")
+    assert details["built_on"] in ("avx512_vnni", "avx512", "avx2", "arm64")
+    card = (path.parent / "README.md").read_text()
+    assert "Quantized for the `avx2` instruction set" in card
     assert details["validation"]["argmax_agreement"] >= 0.9
-    row = {r["variant"]: r for r in report["rows"]}[name]
+    row = Rows(report["rows"])[name]
     assert row["precision"] == "int8" and row["size_mb"] < report["rows"][0]["size_mb"]
 
 
@@ -114,7 +120,7 @@ def test_openvino_int8_is_nncf_quantized_and_validated(run):
     details = steps["ov-int8"]["details"]
     assert details["calibration_examples"] == 16
     assert details["validation"]["argmax_agreement"] >= 0.9
-    rows = {r["variant"]: r for r in report["rows"]}
+    rows = Rows(report["rows"])
     row = rows["ov-int8"]
     assert (row["runtime"], row["device"], row["precision"]) == ("openvino", "cpu", "int8")
     assert row["size_mb"] < rows["fp32-onnx"]["size_mb"] and "b1" in row["latency_ms"]
@@ -125,16 +131,27 @@ def test_openvino_fp32_ir_matches_the_onnx_model(run):
     root, report, steps = run
     check = steps["ov-fp32"]["details"]["validation"]
     assert check["max_abs_diff"] < 1e-4 and check["argmax_agreement"] == 1.0
-    rows = {r["variant"]: r for r in report["rows"]}
-    assert rows["ov-fp32"]["precision"] == "fp32"
+    from compress.openvino import cpu_has_bf16
+
+    rows = Rows(report["rows"])
+    assert rows["ov-fp32", "fp32"]["runtime"] == "openvino"
+    # where the CPU has bf16, the same IR also gets a bf16 row of its own identity
+    bf16 = rows.find("ov-fp32", "bf16")
+    assert len(bf16) == int(cpu_has_bf16())
+    if bf16:
+        assert bf16[0]["key"] == "ov-fp32|openvino|bf16|cpu"
+        assert bf16[0]["score"] == pytest.approx(rows["ov-fp32", "fp32"]["score"], abs=0.1)
+        md = (root / "report.md").read_text()
+        assert "| ov-fp32 | quantize | openvino | cpu | bf16 |" in md
+        assert "| ov-fp32 | quantize | openvino | cpu | fp32 |" in md
     # the weights are kept fp32 on disk (OpenVINO's default would store them as f16)
     import openvino as ov
 
     model = ov.Core().read_model(str(root / steps["ov-fp32"]["output"]))
     types = {op.get_output_element_type(0).get_type_name() for op in model.get_ops()}
     assert "f32" in types and "f16" not in types
-    assert rows["ov-fp32"]["size_mb"] > 0.8 * rows["fp32-onnx"]["size_mb"]
-    assert rows["ov-fp32"]["score"] == pytest.approx(rows["fp32-onnx"]["score"], abs=1 / 40)
+    assert rows["ov-fp32", "fp32"]["size_mb"] > 0.8 * rows["fp32-onnx"]["size_mb"]
+    assert rows["ov-fp32", "fp32"]["score"] == pytest.approx(rows["fp32-onnx"]["score"], abs=1 / 40)
 
 
 def test_openvino_bf16_row_only_where_the_cpu_has_bf16(run, monkeypatch):
@@ -177,7 +194,7 @@ def test_model_card_snippet_loads_the_model(run, name):
 @pytest.mark.parametrize("name,precision", [("bnb-int8", "int8"), ("bnb-nf4", "nf4")])
 def test_bitsandbytes_on_cpu(run, name, precision):
     root, report, steps = run
-    row = {r["variant"]: r for r in report["rows"]}[name]
+    row = Rows(report["rows"])[name]
     assert row["runtime"] == "bitsandbytes" and row["device"] == "cpu"
     assert row["precision"] == precision
     assert row["score"] >= report["rows"][0]["score"] - 0.1
@@ -185,7 +202,7 @@ def test_bitsandbytes_on_cpu(run, name, precision):
 
 def test_bf16_cast_runs_on_cpu(run):
     _, report, _ = run
-    row = {r["variant"]: r for r in report["rows"]}["bf16"]
+    row = Rows(report["rows"])["bf16"]
     assert row["precision"] == "bf16" and row["runtime"] == "pytorch"
 
 
@@ -203,6 +220,67 @@ def test_preset_choice(monkeypatch):
         assert onnx_mod.cpu_preset() == expected
     monkeypatch.setattr(onnx_mod.platform, "machine", lambda: "aarch64")
     assert onnx_mod.cpu_preset() == "arm64"
+
+
+@pytest.mark.parametrize("has_bf16,int8", [(True, False), (False, False), (True, True)])
+def test_an_ir_gets_a_bf16_row_only_where_the_cpu_has_bf16(monkeypatch, tmp_path, has_bf16, int8):
+    import compress.openvino as ov_mod
+    from eval.evaluate import Variant, runs_for
+
+    monkeypatch.setattr(ov_mod, "cpu_has_bf16", lambda: has_bf16)
+    monkeypatch.setattr(ov_mod, "ir_is_int8", lambda path: int8)
+    ir = Variant("ov", "ov", "quantize", tmp_path / "openvino_model.xml")
+    expected = [None, "bf16"] if has_bf16 and not int8 else [None]
+    assert runs_for(ir, "cpu", ["fp32", "fp16"]) == expected
+    assert runs_for(ir, "cuda", ["fp32", "fp16"]) == []
+
+
+@pytest.mark.parametrize(
+    "options,flags,expected",
+    [
+        ({}, {"avx2", "avx512f", "avx512bw", "avx512_vnni"}, ("avx2", "the default")),
+        ({}, {"avx2"}, ("avx2", "the default")),
+        ({"target": "avx512_vnni"}, {"avx2"}, ("avx512_vnni", "the recipe's target")),
+        ({"preset": "avx512"}, {"avx2"}, ("avx512", "the recipe's preset")),
+        ({"target": "arm64", "preset": "arm64"}, {"avx2"}, ("arm64", "the recipe's target")),
+        (
+            {"target": "build-host"},
+            {"avx2", "avx512f", "avx512bw", "avx512_vnni"},
+            ("avx512_vnni", "build host"),
+        ),
+        ({"target": "build-host"}, {"avx2"}, ("avx2", "build host")),
+    ],
+)
+def test_int8_is_quantized_for_its_target_not_the_build_host(monkeypatch, options, flags, expected):
+    """The preset follows the recipe, whatever machine builds it; only build-host reads it."""
+    import compress.hardware
+    import compress.onnx as onnx_mod
+    from compress.stages.quantize import OnnxRuntimeQuantize
+
+    monkeypatch.setattr(onnx_mod.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(compress.hardware, "cpu_flags", lambda: flags)
+    target, source = OnnxRuntimeQuantize(**options).resolved_target()
+    assert target == expected[0] and expected[1] in source
+
+
+def test_a_target_and_a_preset_that_disagree_are_refused(tmp_path):
+    files = {
+        s: write_csv(tmp_path / f"{s}.csv", sentiment_rows(8, i))
+        for i, s in enumerate(("train", "dev", "test"))
+    }
+    raw = tiny_recipe(files)
+    raw["steps"] += [
+        {"name": "onnx", "stage": "export"},
+        {
+            "name": "q",
+            "stage": "quantize",
+            "input": "onnx",
+            "target": "avx2",
+            "preset": "avx512_vnni",
+        },
+    ]
+    with pytest.raises(RecipeError, match=r"steps\[2\]\(q\): target avx2 and preset avx512_vnni"):
+        parse_recipe(raw)
 
 
 def test_ner_export_and_a_failed_validation_is_recorded(tmp_path):

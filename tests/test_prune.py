@@ -11,7 +11,7 @@ from compress.pruning import prune_transformer, prune_vocabulary, select_vocabul
 from compress.recipe import parse_recipe
 from compress.runner import run_recipe
 from compress.tasks import load_task
-from tests.conftest import tiny_recipe
+from tests.conftest import Rows, tiny_recipe
 
 SHAPE4 = {"layers": 2, "hidden": 32, "heads": 4, "ffn": 64}
 
@@ -183,6 +183,6 @@ def test_prune_stage_end_to_end_with_recovery(tmp_path, cls_files, method):
     )
     assert "test_unk_rate_after" in details["vocabulary"]
     assert details["recovery"]["best_dev"] >= 0.5
-    rows = {r["variant"]: r for r in json.loads((root / "report.json").read_text())["rows"]}
+    rows = Rows(json.loads((root / "report.json").read_text())["rows"])
     assert rows["pruned"]["params"] == details["after"]["params"]["total"]
     assert rows["pruned (before recovery)"]["params"] == rows["pruned"]["params"]

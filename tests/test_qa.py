@@ -9,6 +9,7 @@ import pytest
 from compress.errors import DataError
 from compress.models import char_tokenizer
 from compress.qa import QAExample, best_spans, locate, read_squad_json, windows
+from tests.conftest import Rows
 
 CONTEXT = "甲乙丙丁戊己庚辛壬癸子丑寅卯辰巳午未申酉"  # 20 characters, one token each
 
@@ -191,7 +192,7 @@ def qa_run(tmp_path_factory):
 def test_qa_chain_through_every_stage(qa_run):
     root, report, steps, _ = qa_run
     assert report["metric"] == "qa_f1" and report["task"] == "cmrc2018"
-    rows = {r["variant"]: r for r in report["rows"]}
+    rows = Rows(report["rows"])
     assert [
         (rows[n]["runtime"], rows[n]["precision"]) for n in ("pruned-int8", "pruned-ov-int8")
     ] == [
@@ -246,7 +247,7 @@ def test_plain_clients_answer_as_the_evaluator_scored(qa_run):
     from compress.qa_metric import qa_scores
 
     root, report, steps, test = qa_run
-    rows = {r["variant"]: r for r in report["rows"]}
+    rows = Rows(report["rows"])
     questions = list(_questions(test))
     refs = {qid: answers for qid, _, _, answers in questions}
 

@@ -8,7 +8,7 @@ from compress.errors import CompressError, ModelSourceError
 from compress.recipe import load_recipe
 from compress.runner import run_recipe
 from compress.tasks import SPLITS
-from tests.conftest import sentiment_rows
+from tests.conftest import Rows, sentiment_rows
 from tests.lert_shapes import build_lert
 
 pytestmark = pytest.mark.slow
@@ -91,7 +91,7 @@ def test_distill_large_to_student_real_shapes(tmp_path, lert_dirs, chnsenticorp_
     assert [(m["layer_T"], m["layer_S"]) for m in matches] == [(2 * i, i) for i in range(13)]
     width = {"lert-small": 256, "lert-base": 768}[student]
     assert matches[0]["proj"] == ["linear", width, 1024, {}]
-    rows = {r["variant"]: r for r in json.loads((root / "report.json").read_text())["rows"]}
+    rows = Rows(json.loads((root / "report.json").read_text())["rows"])
     assert set(rows) == {
         "teacher",
         "student",
@@ -147,7 +147,7 @@ def test_quantize_small_real_shape(tmp_path, lert_dirs, chnsenticorp_files):
         ]
     )
     root = run_recipe(load_recipe("recipes/quantize-small.yaml", overrides), tmp_path)
-    rows = {r["variant"]: r for r in json.loads((root / "report.json").read_text())["rows"]}
+    rows = Rows(json.loads((root / "report.json").read_text())["rows"])
     assert rows["int8-dynamic"]["precision"] == rows["int8-static"]["precision"] == "int8"
     assert rows["int8-dynamic"]["size_mb"] < 0.5 * rows["onnx"]["size_mb"]
 
@@ -234,7 +234,7 @@ def test_reading_comprehension_recipe_real_shapes(tmp_path, lert_dirs, name):
         load_recipe(f"recipes/distill-large-to-small-{name}.yaml", overrides), tmp_path
     )
     report = json.loads((root / "report.json").read_text())
-    rows = {r["variant"]: r for r in report["rows"]}
+    rows = Rows(report["rows"])
     assert report["metric"] == "qa_f1" and 320e6 < rows["teacher"]["params"] < 330e6
     assert {"student", "student-no-kd", "pruned", "pruned-onnx", "pruned-int8"} <= set(rows)
     assert rows["pruned-ov-int8"]["runtime"] == "openvino"

@@ -61,8 +61,15 @@ class OnnxRuntimeQuantize(_FromOnnx):
         description="static calibrates activations on train examples; on this project's CPU "
         "checks it was no faster than dynamic and had the larger logit error",
     )
+    target: Literal["avx2", "avx512", "avx512_vnni", "arm64", "build-host"] | None = Field(
+        None,
+        description="the instruction set of the CPU the model is for; it picks optimum's "
+        "preset (avx2: u8u8, which cannot saturate on any x86 CPU; avx512, avx512_vnni and "
+        "arm64: u8s8). Default: the preset's, else avx2 (a model that is right on every x86 "
+        "CPU). build-host: this machine's (the artifact then differs between machines)",
+    )
     preset: Literal["auto", "avx512_vnni", "avx512", "avx2", "arm64"] = Field(
-        "auto", description="optimum AutoQuantizationConfig preset; auto: from this CPU"
+        "auto", description="optimum AutoQuantizationConfig preset; auto: the target's"
     )
     per_channel: bool = False
     calibration: Literal["minmax", "percentile"] = Field("minmax", description="static mode")
@@ -71,6 +78,25 @@ class OnnxRuntimeQuantize(_FromOnnx):
 
     def produces(self, input_kind: ArtifactKind | None) -> ArtifactKind:
         return "onnx"
+
+    def check(self, configs) -> list[str]:
+        fixed = self.target not in (None, "build-host")
+        if fixed and self.preset != "auto" and self.preset != self.target:
+            return [
+                f"target {self.target} and preset {self.preset} name two instruction sets; "
+                "give target: alone (it picks the preset)"
+            ]
+        return []
+
+    def resolved_target(self) -> tuple[str, str]:
+        """The instruction set quantized for, and where that choice came from."""
+        if self.target == "build-host":
+            return cpu_preset(), "the build host's instruction set"
+        if self.target is not None:
+            return self.target, "the recipe's target"
+        if self.preset != "auto":
+            return self.preset, "the recipe's preset"
+        return "avx2", "the default (right on every x86 CPU; name target: for yours)"
 
 
 class OpenVinoQuantize(_FromOnnx):
@@ -134,7 +160,7 @@ def _calibration_dataset(ctx: StageContext, tokenizer, n: int):
 
 def quantize_onnx(cfg: OnnxRuntimeQuantize, src: Path, ctx: StageContext, out: Path):
     """int8 with optimum's ORTQuantizer, checked against the fp32 ONNX model on dev examples."""
-    preset = cpu_preset() if cfg.preset == "auto" else cfg.preset
+    preset, chosen = cfg.resolved_target()
     tokenizer = load_tokenizer(src.parent)
     calibration = None
     if cfg.mode == "static":
@@ -146,8 +172,13 @@ def quantize_onnx(cfg: OnnxRuntimeQuantize, src: Path, ctx: StageContext, out: P
     for name in SIDE_FILES:
         if (src.parent / name).exists() and not (out / name).exists():
             shutil.copy(src.parent / name, out / name)
-    chosen = "chosen from this CPU" if cfg.preset == "auto" else "from the recipe"
-    log.info("ONNX Runtime %s int8 with preset %s (%s)", cfg.mode, preset, chosen)
+    log.info("ONNX Runtime %s int8 for %s (%s)", cfg.mode, preset, chosen)
+    if preset != cpu_preset():
+        log.info(
+            "this machine is %s, not the target %s: the validation below ran here, not there",
+            cpu_preset(),
+            preset,
+        )
     batches = validation_batches(ctx.task, tokenizer, ctx.max_seq_len, 64)
     check = compare_logits(onnx_reference(src), quantized, batches, ctx.task.type == "qa")
     log.info(
@@ -157,7 +188,9 @@ def quantize_onnx(cfg: OnnxRuntimeQuantize, src: Path, ctx: StageContext, out: P
     )
     details = {
         "preset": preset,
-        "preset_source": chosen,
+        "target": preset,
+        "target_source": chosen,
+        "built_on": cpu_preset(),
         "mode": cfg.mode,
         "per_channel": cfg.per_channel,
         "validation": check,
