@@ -26,11 +26,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from compress.eval.hardware import hardware  # noqa: E402
+from compress.eval.latency import interleaved_timings, latency_batch, summarize, timed_call  # noqa: E402
+from compress.eval.runtimes import load_runtime, size_mb  # noqa: E402
+
 from compress.models import LERT_VOCAB_SIZE, NAMED_SHAPES, bert_config  # noqa: E402
 from compress.onnx import cpu_preset, ort_quantize  # noqa: E402
-from eval.hardware import hardware  # noqa: E402
-from eval.latency import interleaved_timings, latency_batch, summarize, timed_call  # noqa: E402
-from eval.runtimes import load_runtime, size_mb  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,7 @@ def launch_torchrun(nproc: int, argv: list[str]) -> int:
 def main(argv: list[str] | None = None, prog: str = "lert-compress") -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["eval"]:
-        from eval.__main__ import main as eval_main
+        from compress.eval.__main__ import main as eval_main
 
         return eval_main(argv[1:], prog=f"{prog} eval")
     parser = _parser(prog)
@@ -106,8 +106,8 @@ def main(argv: list[str] | None = None, prog: str = "lert-compress") -> int:
                 report = "" if args.no_eval else f" (report: {root / 'report.md'})"
                 print(f"done: {root}{report}")
         elif args.command == "report":
+            from compress.eval.report import render_report
             from compress.lock import artifacts_lock
-            from eval.report import render_report
 
             with artifacts_lock(args.artifacts):
                 render_report(args.artifacts)

@@ -262,10 +262,36 @@ def time_summary(
     )
 
 
+def machine_problems(recipe: Recipe) -> list[str]:
+    """What this machine cannot do that the recipe asks for, found before any work: mixed
+    precision without a CUDA device would otherwise fail when its step starts, perhaps hours in."""
+    import torch
+
+    if torch.cuda.is_available():
+        return []
+    problems = []
+    for i, step in enumerate(recipe.steps):
+        for where, config in (
+            ("", step.config),
+            (".recover", getattr(step.config, "recover", None)),
+        ):
+            precision = getattr(config, "precision", "fp32")
+            if precision in ("fp16", "bf16"):
+                problems.append(
+                    f"steps[{i}]({step.name}){where}.precision: {precision} mixed precision needs "
+                    "a CUDA device and this machine has none; use precision: fp32 here"
+                )
+    return problems
+
+
 def run_recipe(recipe: Recipe, out_root: Path, evaluate: bool = True) -> Path:
     """Resolve, run, evaluate and report; returns the artifacts directory."""
+    from compress.errors import RecipeError
     from compress.tasks import load_task
 
+    problems = machine_problems(recipe)
+    if problems:
+        raise RecipeError("this machine cannot run the recipe:\n  - " + "\n  - ".join(problems))
     root = out_root / recipe.name
     main = dist.is_main()
     with dist.main_only(artifacts_lock(root)):
@@ -284,7 +310,7 @@ def run_recipe(recipe: Recipe, out_root: Path, evaluate: bool = True) -> Path:
         try:
             task = load_task(recipe.task)
             if evaluate and main:
-                from eval.report import mark_stale_report
+                from compress.eval.report import mark_stale_report
 
                 mark_stale_report(root, step_hashes(recipe))
             dist.barrier()
@@ -295,8 +321,8 @@ def run_recipe(recipe: Recipe, out_root: Path, evaluate: bool = True) -> Path:
             if not main:
                 return root  # the first process evaluates and reports
             if evaluate:
-                from eval.evaluate import evaluate_recipe
-                from eval.report import render_report
+                from compress.eval.evaluate import evaluate_recipe
+                from compress.eval.report import render_report
 
                 evaluate_recipe(root, recipe, task)
                 render_report(root)

@@ -1,4 +1,4 @@
-"""python -m eval ARTIFACTS_DIR (re-evaluate a run) | --model PATH --task NAME (one model)"""
+"""lert-compress eval ARTIFACTS_DIR (re-evaluate a run) | --model PATH --task NAME (one model)"""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import yaml
 from compress.cli import main_guard, setup_logging
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m eval") -> int:
+def main(argv: list[str] | None = None, prog: str = "lert-compress eval") -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("artifacts", type=Path, nargs="?", help="a run's artifacts directory")
     parser.add_argument("--model", type=Path, help="an HF model directory or ONNX file")
@@ -25,15 +25,16 @@ def main(argv: list[str] | None = None, prog: str = "python -m eval") -> int:
     setup_logging()
 
     def dispatch() -> int:
+        from compress.eval.evaluate import evaluate_recipe
+        from compress.eval.report import render_report
+
         from compress.errors import RecipeError
         from compress.lock import artifacts_lock
         from compress.recipe import apply_override, parse_recipe
         from compress.tasks import load_task
-        from eval.evaluate import evaluate_recipe
-        from eval.report import render_report
 
         if args.model is not None:
-            from eval.single import evaluate_single
+            from compress.eval.single import evaluate_single
 
             if not args.task:
                 raise RecipeError("--model needs --task NAME (see python -m compress tasks)")

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from compress.eval.schema import MetricRow, Report
 
 from compress.manifest import Manifest, StepEntry
-from eval.schema import MetricRow, Report
 
 PIPELINE_TASKS = {
     "accuracy": "text-classification",
@@ -88,7 +88,7 @@ def card_text(
     notes = [f"- {r.runtime} {r.precision} on {r.device}: {n}" for r in rows for n in r.notes]
     if notes:
         lines += ["", *notes]
-    lines += ["", "## Use it", "", *_usage(manifest.path.parent, entry, report), ""]
+    lines += ["", "## Use it", "", *_usage(manifest.path.parent, entry, report, resolved), ""]
     return "\n".join(lines)
 
 
@@ -119,51 +119,81 @@ def _step_config(resolved: dict | None, name: str) -> dict:
     return {}
 
 
-def _usage(root: Path, entry: StepEntry, report: Report) -> list[str]:
-    """A snippet that loads this very artifact with the library's own API."""
+def _usage(root: Path, entry: StepEntry, report: Report, resolved: dict | None = None) -> list[str]:
+    """A snippet that loads this very artifact with the library's own API and takes text of any
+    length: it is cut (or, for QA, windowed) at the length the model was trained on."""
     path = root / (entry.output or "")
     here = path.parent if entry.kind in ("onnx", "openvino") else path
     auto = AUTO_CLASSES.get(report.metric, "SequenceClassification")
+    task = (resolved or {}).get("task", {})
+    max_len = int(task.get("max_seq_len") or 128)
     qa = report.metric == "qa_f1"
-    text = '"这家店的服务很好"'
-    inputs = '"哪家店服务好？", "这家店的服务很好"' if qa else f"[{text}]"
-    call = 'question="哪家店服务好？", context="这家店的服务很好"' if qa else text
-    if entry.kind == "onnx":
-        return [
-            "```python",
-            f"from optimum.onnxruntime import ORTModelFor{auto}",
+    stride = int(task.get("doc_stride") or min(128, max_len // 2))
+    note = (
+        f"Trained on {max_len}-token windows: a context of any length is read in windows of "
+        f"{max_len} tokens, {stride} apart, as in training."
+        if qa
+        else f"Trained on texts cut at {max_len} tokens: a longer text is cut the same way."
+    )
+    head = [note, "", "```python"]
+    text = 'text = "这家店的服务很好"  # a text of any length'
+    question = 'question = "哪家店服务好？"'
+    if entry.kind in ("onnx", "openvino"):
+        pair = "question, text" if qa else "[text]"
+        cut = (
+            f'truncation="only_second", max_length={max_len}'
+            if qa
+            else f"truncation=True, max_length={max_len}"
+        )
+        lines = [
+            *head,
             "from transformers import AutoTokenizer",
             "",
             f'model_dir = "{here}"  # this directory',
-            f'model = ORTModelFor{auto}.from_pretrained(model_dir, file_name="{path.name}")',
             "tokenizer = AutoTokenizer.from_pretrained(model_dir)",
-            f'outputs = model(**tokenizer({inputs}, return_tensors="pt"))',
-            "```",
+            *([question] if qa else []),
+            text,
         ]
-    if entry.kind == "openvino":
+        if entry.kind == "onnx":
+            return [
+                *lines,
+                f"from optimum.onnxruntime import ORTModelFor{auto}",
+                "",
+                f'model = ORTModelFor{auto}.from_pretrained(model_dir, file_name="{path.name}")',
+                f'outputs = model(**tokenizer({pair}, {cut}, return_tensors="pt"))',
+                "```",
+            ]
         return [
-            "```python",
+            *lines,
             "import openvino as ov",
-            "from transformers import AutoTokenizer",
             "",
-            f'model_dir = "{here}"  # this directory',
             f'compiled = ov.Core().compile_model(f"{{model_dir}}/{path.name}", "CPU")',
-            "tokenizer = AutoTokenizer.from_pretrained(model_dir)",
-            f'logits = compiled(dict(tokenizer({inputs}, return_tensors="np")))[0]',
+            f'logits = compiled(dict(tokenizer({pair}, {cut}, return_tensors="np")))[0]',
             "```",
         ]
-    lines = ["```python", "from transformers import pipeline", ""]
     if entry.kind == "bnb":
-        lines[0:0] = [
+        head[0:0] = [
             "Needs `bitsandbytes` (its quantization config is saved with the weights).",
             "",
         ]
+    pipeline_task = PIPELINE_TASKS.get(report.metric, "text-classification")
+    call = {
+        "text-classification": "predict(text, truncation=True)",
+        "token-classification": "predict(text)",
+        "question-answering": (
+            f"predict(question=question, context=text, max_seq_len={max_len}, doc_stride={stride})"
+        ),
+    }[pipeline_task]
     return [
-        *lines,
+        *head,
+        "from transformers import AutoTokenizer, pipeline",
+        "",
         f'model_dir = "{here}"  # this directory',
-        f'classify = pipeline("{PIPELINE_TASKS.get(report.metric, "text-classification")}", '
-        "model=model_dir)",
-        f"print(classify({call}))",
+        f"tokenizer = AutoTokenizer.from_pretrained(model_dir, model_max_length={max_len})",
+        f'predict = pipeline("{pipeline_task}", model=model_dir, tokenizer=tokenizer)',
+        *([question] if qa else []),
+        text,
+        f"print({call})",
         "```",
     ]
 

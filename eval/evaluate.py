@@ -13,6 +13,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from compress.eval.hardware import default_threads, hardware
+from compress.eval.latency import interleaved_timings, latency_batch, summarize, timed_call
+from compress.eval.memory import peak_rss_mb
+from compress.eval.runtimes import (
+    Runtime,
+    artifact_kind,
+    load_runtime,
+    onnx_is_quantized,
+    size_mb,
+    torch_precision,
+)
+from compress.eval.schema import (
+    Baseline,
+    Latency,
+    MetricRow,
+    Metrics,
+    SeedPair,
+    SeedRow,
+    rows_by_key,
+)
+from compress.eval.stats import paired_delta, score_interval, within_noise
 from tqdm.auto import tqdm
 
 from compress.data import encode
@@ -30,19 +51,6 @@ from compress.scoring import (
     score_counts,
 )
 from compress.tasks import TaskData
-from eval.hardware import default_threads, hardware
-from eval.latency import interleaved_timings, latency_batch, summarize, timed_call
-from eval.memory import peak_rss_mb
-from eval.runtimes import (
-    Runtime,
-    artifact_kind,
-    load_runtime,
-    onnx_is_quantized,
-    size_mb,
-    torch_precision,
-)
-from eval.schema import Baseline, Latency, MetricRow, Metrics, SeedPair, SeedRow, rows_by_key
-from eval.stats import paired_delta, score_interval, within_noise
 
 log = logging.getLogger(__name__)
 

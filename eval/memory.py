@@ -5,7 +5,7 @@ deltas there say little about any one model. Here a child process imports the li
 restarts the kernel's peak counter (Linux ``/proc/self/clear_refs``), loads the model, runs one
 batch and reports its peak resident set over the baseline. Elsewhere the figure is left out.
 
-    python -m eval.memory PATH TASK_TYPE BATCH SEQ_LEN THREADS
+    python -m compress.eval.memory PATH TASK_TYPE BATCH SEQ_LEN THREADS
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def peak_rss_mb(path: Path, task_type: str, batch: int, seq_len: int, threads: i
         [
             sys.executable,
             "-m",
-            "eval.memory",
+            "compress.eval.memory",
             str(path),
             task_type,
             str(batch),
@@ -41,8 +41,8 @@ def peak_rss_mb(path: Path, task_type: str, batch: int, seq_len: int, threads: i
 
 
 def _measure(path: Path, task_type: str, batch: int, seq_len: int, threads: int) -> dict:
-    from eval.latency import latency_batch
-    from eval.runtimes import load_runtime
+    from compress.eval.latency import latency_batch
+    from compress.eval.runtimes import load_runtime
 
     _warm_code_paths(task_type, threads)
     if path.suffix == ".xml":
@@ -62,11 +62,11 @@ def _warm_code_paths(task_type: str, threads: int) -> None:
     import tempfile
 
     import onnxruntime  # noqa: F401
+    from compress.eval.latency import latency_batch
+    from compress.eval.runtimes import load_runtime
     from transformers import BertConfig
 
     from compress.models import model_class
-    from eval.latency import latency_batch
-    from eval.runtimes import load_runtime
 
     with tempfile.TemporaryDirectory() as tmp:
         config = BertConfig(

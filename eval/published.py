@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from eval.schema import PublishedRow
+from compress.eval.schema import PublishedRow
 
 SOURCE = "LERT README / arXiv 2211.05344 (dev; max, average in brackets)"
 

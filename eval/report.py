@@ -9,12 +9,13 @@ import json
 import logging
 from pathlib import Path
 
+from compress.eval.cards import write_model_cards
+from compress.eval.latency import UNSTABLE
+from compress.eval.published import published_rows
+from compress.eval.schema import MetricRow, Metrics, Report
+
 from compress.errors import CompressError
 from compress.manifest import Manifest, write_json
-from eval.cards import write_model_cards
-from eval.latency import UNSTABLE
-from eval.published import published_rows
-from eval.schema import MetricRow, Metrics, Report
 
 log = logging.getLogger(__name__)
 
@@ -427,7 +428,9 @@ def render_report(root: Path) -> Report:
     """Write report.json, report.md, pareto.png and model cards from eval/metrics.json."""
     metrics_path = root / "eval" / "metrics.json"
     if not metrics_path.exists():
-        raise CompressError(f"{metrics_path} is missing: evaluate first (python -m eval {root})")
+        raise CompressError(
+            f"{metrics_path} is missing: evaluate first (lert-compress eval {root})"
+        )
     metrics = Metrics.read(metrics_path)
     manifest = Manifest(root)
     changed = stale_steps(metrics.computed_from, {n: e.hash for n, e in manifest.steps.items()})

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from compress.eval.evaluate import evaluate_artifacts
+from compress.eval.report import render_report
 
 from compress.errors import RecipeError
 from compress.lock import artifacts_lock
@@ -12,8 +14,6 @@ from compress.manifest import Manifest, StepEntry
 from compress.recipe import EvaluateConfig, apply_override
 from compress.tasks import load_task
 from compress.tasks.config import TaskConfig
-from eval.evaluate import evaluate_artifacts
-from eval.report import render_report
 
 
 def evaluate_single(model: Path, task_name: str, out_root: Path, overrides: list[str]) -> Path:

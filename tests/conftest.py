@@ -185,7 +185,7 @@ class Rows:
 
 def metrics_of(rows: list[dict], reference: str):
     """An ``eval/metrics.json`` record holding ``rows``."""
-    from eval.schema import Metrics
+    from compress.eval.schema import Metrics
 
     return Metrics(
         recipe="r",

@@ -2,14 +2,14 @@ import json
 
 import numpy as np
 import pytest
+from compress.eval.cards import card_text
+from compress.eval.latency import interleaved_timings, summarize
+from compress.eval.published import published_rows
+from compress.eval.report import pareto_front, recommendations, render_report
+from compress.eval.schema import MetricRow, Report
 
 from compress.manifest import Manifest
 from compress.scoring import word_tags
-from eval.cards import card_text
-from eval.latency import interleaved_timings, summarize
-from eval.published import published_rows
-from eval.report import pareto_front, recommendations, render_report
-from eval.schema import MetricRow, Report
 from tests.conftest import metric_row, metrics_of
 
 
@@ -161,7 +161,7 @@ def test_model_card_has_chain_and_measurements(tmp_path):
     assert "2. `student`: stage `distill`, config hash `bbb`" in card
     assert "| pytorch | cpu | fp32 | 89.50 | – | 60.0 | 10.0 |" in card
     assert f'model_dir = "{tmp_path}/02_student/model"' in card
-    assert 'pipeline("text-classification", model=model_dir)' in card
+    assert 'pipeline("text-classification", model=model_dir, tokenizer=tokenizer)' in card
     assert [n for n, _ in manifest.chain("student")] == ["teacher", "student"]
     assert "not evaluated" in card_text("teacher", manifest, [], report)
     assert isinstance(report, Report)
@@ -202,9 +202,10 @@ def test_word_tags_first_subtoken_and_truncation():
 
 
 def test_evaluate_a_single_model_a_user_brings(tmp_path, cls_files):
+    from compress.eval.__main__ import main
+
     from compress.recipe import parse_recipe
     from compress.runner import run_recipe
-    from eval.__main__ import main
     from tests.conftest import tiny_recipe
 
     root = run_recipe(parse_recipe(tiny_recipe(cls_files)), tmp_path / "art", evaluate=False)
@@ -243,9 +244,8 @@ def test_a_call_that_times_itself_wins_over_the_clock():
 
 
 def test_peak_memory_in_a_fresh_process_grows_with_the_model(tmp_path):
+    from compress.eval.memory import peak_rss_mb
     from transformers import BertConfig, BertForSequenceClassification
-
-    from eval.memory import peak_rss_mb
 
     peaks = {}
     for name, vocab in (("small", 1000), ("large", 60000)):  # 60k x 256 floats ~ 61 MB more
@@ -267,7 +267,7 @@ def test_pinning_to_one_core_shows_in_the_hardware_block(tmp_path):
     import sys
 
     code = (
-        "import json; from eval.hardware import default_threads, hardware; "
+        "import json; from compress.eval.hardware import default_threads, hardware; "
         "print(json.dumps([default_threads(), hardware(default_threads())]))"
     )
     env = {k: v for k, v in __import__("os").environ.items() if k not in ("OMP_NUM_THREADS",)}
@@ -291,7 +291,7 @@ def test_blocks_that_disagree_mark_a_latency_unstable():
 
 
 def test_a_new_evaluation_keeps_the_last_and_names_what_moved(tmp_path):
-    from eval.evaluate import keep_previous
+    from compress.eval.evaluate import keep_previous
 
     def metrics(p50):
         row = _row("student", 0.9, 1, p50)
@@ -309,7 +309,7 @@ def test_a_new_evaluation_keeps_the_last_and_names_what_moved(tmp_path):
 
 def test_history_compares_each_row_with_its_own_identity(tmp_path):
     """An fp32 and a bf16 row of one variant: each is compared with its own past row."""
-    from eval.evaluate import keep_previous
+    from compress.eval.evaluate import keep_previous
 
     def metrics(fp32_ms, bf16_ms):
         rows = []
@@ -360,7 +360,7 @@ def test_two_rows_with_one_identity_are_refused():
 
 
 def test_seed_summary_keeps_a_variant_s_precisions_apart():
-    from eval.evaluate import seed_summary
+    from compress.eval.evaluate import seed_summary
 
     def run(fp32, bf16, no_kd):
         return metrics_of(
@@ -396,7 +396,7 @@ def test_seed_summary_keeps_a_variant_s_precisions_apart():
     ],
 )
 def test_a_row_measured_off_its_target_says_so(target, host, expected):
-    from eval.evaluate import target_notes
+    from compress.eval.evaluate import target_notes
 
     notes = target_notes(target, host)
     if expected is None:

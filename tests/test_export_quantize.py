@@ -155,8 +155,9 @@ def test_openvino_fp32_ir_matches_the_onnx_model(run):
 
 
 def test_openvino_bf16_row_only_where_the_cpu_has_bf16(run, monkeypatch):
+    from compress.eval.evaluate import Variant, runs_for
+
     import compress.openvino
-    from eval.evaluate import Variant, runs_for
 
     root, _, steps = run
     fp32 = Variant("ov-fp32", "ov-fp32", "quantize", root / steps["ov-fp32"]["output"])
@@ -169,22 +170,35 @@ def test_openvino_bf16_row_only_where_the_cpu_has_bf16(run, monkeypatch):
     assert runs_for(fp32, "cpu", []) == [None]
 
 
-@pytest.mark.parametrize("name", ["teacher", "int8-dynamic", "ov-int8"])
-def test_model_card_snippet_loads_the_model(run, name):
-    """The card's usage code, run as written, loads the artifact and gives the evaluator's
-    prediction for the example text."""
+@pytest.mark.parametrize("name", ["teacher", "int8-dynamic", "ov-int8", "bnb-int8"])
+@pytest.mark.parametrize("length", ["as written", 3000])
+def test_model_card_snippet_loads_the_model(run, name, length):
+    """The card's usage code loads the artifact and predicts, as written and on a pasted text of
+    3,000 characters (far beyond the 32 tokens it was trained on, and the 512 positions)."""
+    import contextlib
+    import io
     import re
 
     root, report, steps = run
-    directory = (root / steps[name]["output"]).parent if name != "teacher" else None
+    directory = (
+        (root / steps[name]["output"]).parent if name not in ("teacher", "bnb-int8") else None
+    )
     card = ((directory or root / steps[name]["output"]) / "README.md").read_text()
     assert "- Labels (id order): `negative`, `positive`." in card
     assert "- Examples as loaded: train 160, dev 40, test 40." in card
+    assert "Trained on texts cut at 32 tokens: a longer text is cut the same way." in card
     (code,) = re.findall(r"```python\n(.*?)```", card, flags=re.S)
+    if length != "as written":
+        text = ("服务很好，菜也好吃，下次还来。" * 200)[:length]
+        code, n = re.subn(r'^text = ".*"', f"text = {text!r}", code, flags=re.M)
+        assert n == 1, "the snippet names its input text on one line"
     scope: dict = {}
-    exec(code, scope)
-    if name == "teacher":
-        assert scope["classify"].model.config.id2label == {0: "negative", 1: "positive"}
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(code, scope)
+    if name in ("teacher", "bnb-int8"):
+        assert scope["predict"].model.config.id2label == {0: "negative", 1: "positive"}
+        assert re.search(r"'label': '(negative|positive)'", printed.getvalue())
     elif name == "int8-dynamic":
         assert scope["outputs"].logits.shape == (1, 2)
     else:
@@ -220,19 +234,6 @@ def test_preset_choice(monkeypatch):
         assert onnx_mod.cpu_preset() == expected
     monkeypatch.setattr(onnx_mod.platform, "machine", lambda: "aarch64")
     assert onnx_mod.cpu_preset() == "arm64"
-
-
-@pytest.mark.parametrize("has_bf16,int8", [(True, False), (False, False), (True, True)])
-def test_an_ir_gets_a_bf16_row_only_where_the_cpu_has_bf16(monkeypatch, tmp_path, has_bf16, int8):
-    import compress.openvino as ov_mod
-    from eval.evaluate import Variant, runs_for
-
-    monkeypatch.setattr(ov_mod, "cpu_has_bf16", lambda: has_bf16)
-    monkeypatch.setattr(ov_mod, "ir_is_int8", lambda path: int8)
-    ir = Variant("ov", "ov", "quantize", tmp_path / "openvino_model.xml")
-    expected = [None, "bf16"] if has_bf16 and not int8 else [None]
-    assert runs_for(ir, "cpu", ["fp32", "fp16"]) == expected
-    assert runs_for(ir, "cuda", ["fp32", "fp16"]) == []
 
 
 @pytest.mark.parametrize(

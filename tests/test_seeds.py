@@ -4,11 +4,11 @@ import json
 import statistics
 
 import pytest
+from compress.eval.evaluate import seed_summary
 
 from compress.errors import RecipeError
 from compress.recipe import parse_recipe
 from compress.runner import run_recipe
-from eval.evaluate import seed_summary
 from tests.conftest import kd_recipe, metric_row, metrics_of, tiny_recipe
 
 

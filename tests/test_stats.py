@@ -5,10 +5,10 @@ import random
 
 import numpy as np
 import pytest
+from compress.eval.stats import paired_delta, score_interval, within_noise
 
 from compress.scoring import example_counts, score_counts
 from compress.tasks import Example, TaskData
-from eval.stats import paired_delta, score_interval, within_noise
 
 CLS = TaskData("t", "classification", ["neg", "pos"], {})
 NER = TaskData("t", "ner", ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"], {})

@@ -44,7 +44,7 @@ def rel(path: Path) -> str:
 def test_core_and_stages_never_import_the_evaluator(path):
     if rel(path) in EVAL_CALLERS:
         return
-    bad = {m for m in imports(path) if m == "eval" or m.startswith("eval.")}
+    bad = {m for m in imports(path) if m == "compress.eval" or m.startswith("compress.eval.")}
     assert not bad, f"{rel(path)} imports the evaluator: {bad}"
 
 
@@ -71,3 +71,56 @@ def test_evaluator_uses_core_only(path):
         if m.startswith(("compress.stages", "compress.runner", "compress.distillation"))
     }
     assert not bad, f"{rel(path)} imports {bad}"
+
+
+def test_the_evaluator_installs_inside_the_project_s_name():
+    """The package index has unrelated `eval` and `compress` distributions; ours puts only
+    `compress` at the top of site-packages, the evaluator as compress.eval."""
+    import importlib.metadata
+    import importlib.util
+
+    dist = importlib.metadata.distribution("lert-compress")
+    assert (dist.read_text("top_level.txt") or "").split() == ["compress"]
+    spec = importlib.util.find_spec("compress.eval.report")
+    assert spec is not None and Path(spec.origin) == ROOT / "eval" / "report.py"
+    scripts = {e.name: e.value for e in dist.entry_points if e.group == "console_scripts"}
+    assert scripts == {"lert-compress": "compress.__main__:main"}
+
+
+@pytest.mark.slow
+def test_the_wheel_holds_no_top_level_eval(tmp_path):
+    import subprocess
+    import sys
+    import zipfile
+
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+    )
+    (wheel,) = tmp_path.glob("lert_compress-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert not [n for n in names if n.startswith("eval/")]
+    assert "compress/eval/report.py" in names and "compress/recipes/demo.yaml" in names
+    top = next(n for n in names if n.endswith("top_level.txt"))
+    assert zipfile.ZipFile(wheel).read(top).decode().split() == ["compress"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [*modules("compress"), *modules("eval"), *modules("tests"), *modules("benchmarks")],
+    ids=rel,
+)
+def test_nothing_imports_a_top_level_eval(path):
+    bad = {m for m in imports(path, typing_only=True) if m == "eval" or m.startswith("eval.")}
+    assert not bad, f"{rel(path)} imports {bad}: use compress.eval"
