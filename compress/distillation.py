@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 
 from compress import dist
@@ -55,6 +55,26 @@ class KDConfig(TrainConfig):
     matches: Literal["uniform", "none"] | list[HiddenMatch] = "uniform"
     match_weight: float = Field(1.0, ge=0, description="weight of each uniform match")
     cache_teacher_logits: bool = True
+
+    @model_validator(mode="after")
+    def _one_meaning(self) -> KDConfig:
+        matched = self.matches != "none" and self.matches != []
+        if (
+            matched
+            and self.cache_teacher_logits
+            and "cache_teacher_logits" in self.model_fields_set
+        ):
+            raise ValueError(
+                "cache_teacher_logits: true caches logits only, but matches: also needs the "
+                "teacher's hidden states on every batch; set matches: none or drop "
+                "cache_teacher_logits"
+            )
+        if self.kd_loss_weight == 0 and self.hard_label_weight == 0 and not matched:
+            raise ValueError(
+                "kd_loss_weight and hard_label_weight are both 0 and nothing is matched: the "
+                "student would learn nothing; give one a weight"
+            )
+        return self
 
 
 def uniform_layer_map(teacher_layers: int, student_layers: int) -> list[tuple[int, int]]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from compress.errors import DataError
+from compress.texts import text_problem
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def read_squad_json(path: Path, encoding: str = "utf-8") -> tuple[list[QAExample
     for i, article in enumerate(doc["data"]):
         for j, para in enumerate(_field(article, "paragraphs", f"data[{i}]", path)):
             where = f"data[{i}].paragraphs[{j}]"
-            context = _field(para, "context", where, path)
+            context = _text_field(para, "context", where, path)
             for k, qa in enumerate(_field(para, "qas", where, path)):
                 here = f"{where}.qas[{k}]"
                 answers = _field(qa, "answers", here, path)
@@ -85,7 +86,7 @@ def read_squad_json(path: Path, encoding: str = "utf-8") -> tuple[list[QAExample
                 ]
                 example = QAExample(
                     id=str(_field(qa, "id", here, path)),
-                    question=_field(qa, "question", here, path),
+                    question=_text_field(qa, "question", here, path),
                     context=context,
                     answers=texts,
                 )
@@ -116,6 +117,14 @@ def read_squad_json(path: Path, encoding: str = "utf-8") -> tuple[list[QAExample
             stats.unlocatable,
         )
     return examples, stats
+
+
+def _text_field(node, key: str, where: str, path: Path) -> str:
+    value = _field(node, key, where, path)
+    problem = text_problem(value)
+    if problem:
+        raise DataError(f"{path}: {where}.{key} {problem}")
+    return value
 
 
 def _field(node, key: str, where: str, path: Path):

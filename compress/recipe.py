@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -22,7 +22,7 @@ from compress.errors import RecipeError
 from compress.registry import ArtifactKind, Stage, StageConfig
 from compress.stages import CATALOGUE
 from compress.tasks.config import TaskConfig
-from compress.validation import describe, suggest
+from compress.validation import describe, folder_name_problem, suggest
 
 
 class EvaluateConfig(BaseModel):
@@ -33,7 +33,7 @@ class EvaluateConfig(BaseModel):
     split: Literal["dev", "test"] = "test"
     devices: list[Literal["cpu", "cuda"]] = ["cpu"]
     gpu_precisions: list[Literal["fp32", "fp16", "bf16"]] = ["fp32", "fp16"]
-    batch_sizes: list[int] = Field(default=[1, 8, 32], min_length=1)
+    batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(default=[1, 8, 32], min_length=1)
     seq_len: int = Field(128, ge=8, le=512)
     threads: int | None = Field(
         None,
@@ -247,6 +247,8 @@ def parse_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
     for key in raw:
         if key not in _TOP_FIELDS:
             problems.append(f"{key}: unknown key{suggest(key, _TOP_FIELDS)}")
+    if "name" in raw and (problem := folder_name_problem("name", raw["name"])):
+        problems.append(problem)
     steps = _parse_steps(raw.get("steps"), problems)
     top = {k: v for k, v in raw.items() if k in _TOP_FIELDS and k != "steps"}
     recipe = None
@@ -302,6 +304,22 @@ def _check_steps(recipe: Recipe) -> list[str]:
     ref = recipe.evaluate.reference
     if ref is not None and ref not in configs:
         problems.append(f"evaluate.reference: no step named {ref!r}{suggest(ref, list(configs))}")
+    elif ref is not None and not configs[ref].evaluated:
+        evaluated = [s.name for s in recipe.steps if s.config.evaluated]
+        problems.append(
+            f"evaluate.reference: step {ref!r} writes no task model, so it has no row to "
+            f"compare with; name one of {evaluated}"
+        )
+    from compress.tasks import task_type_of
+
+    task_type = task_type_of(recipe.task)
+    for i, step in enumerate(recipe.steps):
+        transfer = getattr(step.config, "transfer", None)
+        if transfer is not None and task_type not in (None, "classification"):
+            problems.append(
+                f"steps[{i}]({step.name}).transfer: transfer data (a text or a text pair per "
+                f"row) is for classification tasks; this task is {task_type}"
+            )
     return problems
 
 
@@ -323,6 +341,9 @@ def _parse_steps(raw_steps: Any, problems: list[str]) -> list[Step]:
         if stage_name not in CATALOGUE:
             hint = suggest(stage_name, list(CATALOGUE))
             problems.append(f"{where}.stage: unknown stage {stage_name!r}{hint}")
+            continue
+        if problem := folder_name_problem(f"{where}.name", name):
+            problems.append(problem)
             continue
         if name in seen:
             problems.append(f"{where}.name: {name!r} is used twice; give each step its own name")

@@ -36,7 +36,9 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     epochs: float = Field(3.0, gt=0, description="passes over the train split; may be fractional")
-    max_steps: int | None = Field(None, ge=1, description="stop after this many steps")
+    max_steps: int | None = Field(
+        None, ge=1, description="the run's length in optimizer steps; replaces epochs when set"
+    )
     batch_size: int = Field(
         32,
         ge=1,

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from compress import dist
 from compress.data import Encoded, collate
 from compress.errors import DataError
+from compress.texts import text_problem
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +93,11 @@ def _file_rows(path: Path, cfg: TransferConfig) -> Iterator[dict]:
                         raise DataError(f"{path}:{n}: not a JSON object: {exc}") from exc
                     yield _pick(row, cfg, f"{path}:{n}")
         else:  # plain text: one text, or text<TAB>pair
-            for line in fh:
+            for n, line in enumerate(fh, 1):
                 parts = line.rstrip("\n").split("\t")
                 if parts[0].strip():
-                    yield {"text": parts[0], "text_pair": parts[1] if len(parts) > 1 else None}
+                    row = {"text": parts[0], "text_pair": parts[1] if len(parts) > 1 else None}
+                    yield _checked(row, f"{path}:{n}")
 
 
 def _pick(row: dict, cfg: TransferConfig, where: str) -> dict:
@@ -105,8 +107,24 @@ def _pick(row: dict, cfg: TransferConfig, where: str) -> dict:
     if cfg.text_pair_column:
         if cfg.text_pair_column not in row:
             raise DataError(f"{where}: no {cfg.text_pair_column!r} column")
-        pair = str(row[cfg.text_pair_column])
-    return {"text": str(row[cfg.text_column]), "text_pair": pair}
+        pair = _scalar(row[cfg.text_pair_column])
+    return _checked({"text": _scalar(row[cfg.text_column]), "text_pair": pair}, where)
+
+
+def _scalar(value):
+    """A number read from JSON is a text too; a list, an object or null is not."""
+    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+def _checked(row: dict, where: str) -> dict:
+    """The row, if the tokenizer can take its texts; else one error naming where it is."""
+    for key in ("text", "text_pair"):
+        if key == "text_pair" and row[key] is None:
+            continue
+        problem = text_problem(row[key])
+        if problem:
+            raise DataError(f"{where}: the {key.replace('_', ' ')} {problem}")
+    return row
 
 
 @dataclass

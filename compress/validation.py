@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from typing import Any
@@ -67,3 +68,20 @@ def suggest(word: str, candidates: list[str]) -> str:
     if close:
         return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
     return f"; valid: {', '.join(sorted(candidates))}" if candidates else ""
+
+
+# a folder name: Unicode letters and digits (Chinese included), '-', '_', '.', no leading '.'
+_FOLDER_NAME = re.compile(r"[^\W_][\w.\-]*|_[\w.\-]*", re.UNICODE)
+
+
+def folder_name_problem(key: str, value: object) -> str | None:
+    """Why ``value`` (at recipe key ``key``) cannot be a folder name inside the artifacts root,
+    or None: it must be one path component, so nothing a recipe says can write elsewhere."""
+    text = str(value)
+    if len(text) <= 100 and _FOLDER_NAME.fullmatch(text):
+        return None
+    return (
+        f"{key}: {text!r} names a folder inside the artifacts root; use letters, digits, "
+        "'-', '_' and '.' (not first), at most 100 characters: no '/', '\\', '..', spaces or "
+        "absolute paths"
+    )

@@ -357,10 +357,11 @@ def test_renamed_and_removed_steps_leave_the_report(tmp_path, cls_files):
 
 
 def test_a_failed_upstream_change_marks_the_report_stale(tmp_path, cls_files, monkeypatch):
+    from compress.eval.__main__ import main as eval_main
+
     from compress.registry import Stage
     from compress.runner import run_recipe
     from compress.stages import CATALOGUE
-    from eval.__main__ import main as eval_main
 
     steps = _two_steps(cls_files)
     run_recipe(parse_recipe(tiny_recipe(cls_files, steps=steps)), tmp_path)
@@ -400,3 +401,310 @@ def test_hints_name_the_command_that_reruns_this_recipe(tmp_path, cls_files):
     )
     shipped = load_recipe("recipes/demo.yaml")
     assert shipped.command("a=1", "b=2") == "make recipe=demo ARGS='a=1 b=2'"
+
+
+# ---------------------------------------------------------------- nothing outside --out
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("name=../escaped", "name"),
+        ("name=/tmp/lert-escaped", "name"),
+        ("name=a/../../escaped", "name"),
+        ("name=..", "name"),
+        (r"name=a\..\escaped", "name"),
+        ("name=~/escaped", "name"),
+        ("steps.0.name=../../escaped", "steps[0].name"),
+        ("steps.0.name=/tmp/lert-escaped", "steps[0].name"),
+        ("steps.0.name=.hidden", "steps[0].name"),
+    ],
+)
+def test_a_recipe_value_cannot_put_a_path_outside_the_artifacts_root(
+    tmp_path, cls_files, capsys, override, key
+):
+    from compress.__main__ import main
+
+    recipe = _recipe_file(tmp_path, cls_files)
+    out = tmp_path / "deep" / "art"
+    before = set(tmp_path.rglob("*"))
+    assert main(["run", str(recipe), "--out", str(out), override]) == 2
+    err = capsys.readouterr().err
+    value = override.split("=", 1)[1]
+    assert f"{key}: {value!r} names a folder inside the artifacts root" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 2  # the file, the key
+    assert set(tmp_path.rglob("*")) == before  # nothing written anywhere, inside or out
+    assert not Path("/tmp/lert-escaped").exists()
+
+
+def test_chinese_and_dotted_names_are_folder_names(cls_files):
+    raw = tiny_recipe(cls_files)
+    raw["name"], raw["steps"][0]["name"] = "情感-v1.2", "教师_1"
+    recipe = parse_recipe(raw)
+    assert recipe.name == "情感-v1.2" and recipe.steps[0].name == "教师_1"
+
+
+# ---------------------------------------------------------------- refused before any work
+
+_STUDENT = {
+    "name": "student",
+    "stage": "distill",
+    "student": {"shape": {"layers": 1, "hidden": 64, "heads": 2, "ffn": 128}},
+}
+_ONNX = {"name": "onnx", "stage": "export"}
+
+
+@pytest.mark.parametrize(
+    "steps,evaluate,message",
+    [
+        # values that validated but failed minutes later, inside training, export or timing
+        (
+            [{**_STUDENT, "matches": [{"layer_T": 5, "layer_S": 1}]}],
+            {},
+            "steps(student): matches[0].layer_T 5: the teacher has 2 layers",
+        ),
+        (
+            [{**_STUDENT, "matches": [{"layer_T": 2, "layer_S": 3}]}],
+            {},
+            "steps(student): matches[0].layer_S 3: the student has 1 layers",
+        ),
+        (
+            [{**_STUDENT, "transfer": {"files": ["/nonexistent/unlabelled.txt"]}}],
+            {},
+            "steps[1](student): transfer.files: /nonexistent/unlabelled.txt does not exist",
+        ),
+        (
+            [{"stage": "prune", "vocabulary": {"extra_texts": ["/nonexistent/more.txt"]}}],
+            {},
+            "steps[1](prune): vocabulary.extra_texts: /nonexistent/more.txt does not exist",
+        ),
+        (
+            [],
+            {"batch_sizes": [1, 0]},
+            "evaluate.batch_sizes.1: Input should be greater than or equal to 1",
+        ),
+        (
+            [{"name": "mlm", "stage": "pretrain", "input": "teacher", "text": {"files": ["x"]}}],
+            {"reference": "mlm"},
+            "evaluate.reference: step 'mlm' writes no task model",
+        ),
+        # options that mean two things at once
+        (
+            [{**_STUDENT, "matches": "uniform", "cache_teacher_logits": True}],
+            {},
+            "cache_teacher_logits: true caches logits only",
+        ),
+        (
+            [{**_STUDENT, "kd_loss_weight": 0, "hard_label_weight": 0, "matches": "none"}],
+            {},
+            "the student would learn nothing",
+        ),
+        (
+            [
+                _ONNX,
+                {"name": "q", "stage": "quantize", "mode": "dynamic", "calibration_examples": 64},
+            ],
+            {},
+            "steps[2](q): calibration_examples: static-mode options, but mode is dynamic",
+        ),
+        (
+            [_ONNX, {"name": "q", "stage": "quantize", "target": "avx2", "preset": "arm64"}],
+            {},
+            "steps[2](q): target avx2 and preset arm64 name two instruction sets",
+        ),
+        (
+            [_ONNX, {"name": "ov", "stage": "quantize", "backend": "openvino", "atol": 1e-3}],
+            {},
+            "steps[2](ov): atol: not an option of precision int8",
+        ),
+    ],
+)
+def test_what_can_only_fail_later_is_refused_at_validation(
+    tmp_path, cls_files, steps, evaluate, message
+):
+    raw = tiny_recipe(cls_files)
+    raw["steps"] += steps
+    raw["evaluate"].update(evaluate)
+    with pytest.raises(RecipeError, match=re.escape(message)):
+        parse_recipe(raw)
+
+
+def test_transfer_on_a_tagging_task_is_refused_at_validation(tmp_path):
+    from tests.conftest import ner_sentences, write_conll
+
+    files = {
+        s: write_conll(tmp_path / f"{s}.conll", ner_sentences(8, i))
+        for i, s in enumerate(("train", "dev", "test"))
+    }
+    text = tmp_path / "more.txt"
+    text.write_text("一些文字\n", encoding="utf-8")
+    raw = tiny_recipe(files, task_type="ner")
+    raw["steps"].append({**_STUDENT, "transfer": {"files": [str(text)]}})
+    with pytest.raises(RecipeError, match=re.escape("steps[1](student).transfer: transfer data")):
+        parse_recipe(raw)
+
+
+def test_mixed_precision_without_cuda_is_refused_before_the_first_step(
+    tmp_path, cls_files, monkeypatch
+):
+    import torch
+
+    from compress.runner import run_recipe
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    raw = tiny_recipe(cls_files)
+    raw["steps"].append({**_STUDENT, "precision": "bf16"})
+    with pytest.raises(RecipeError, match=re.escape("steps[1](student).precision: bf16 mixed")):
+        run_recipe(parse_recipe(raw), tmp_path / "art")
+    assert not (tmp_path / "art").exists()  # the teacher did not train first
+
+
+# ---------------------------------------------------------------- every text as a tokenizer sees it
+
+# a lone surrogate is what a JSON "\ud83d" escape (half an emoji) decodes to; no tokenizer
+# encodes it. A zero-width space alone is a text BERT's normaliser reduces to nothing.
+_HALF_EMOJI = "好\ud83d评"
+_ZERO_WIDTH = "\u200b"
+
+
+def _jsonl(path: Path, rows: list[tuple[str, str]]) -> Path:
+    path.write_text("\n".join(json.dumps({"text": t, "label": lab}) for t, lab in rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        (
+            _HALF_EMOJI,
+            "train.jsonl:4: column 'text' holds an unpaired surrogate '\\ud83d' at character 2",
+        ),
+        (_ZERO_WIDTH, "train.jsonl:4: column 'text' holds no character the tokenizer keeps"),
+    ],
+)
+def test_a_text_the_tokenizer_cannot_take_is_named_where_it_is_read(
+    tmp_path, cls_files, text, message
+):
+    rows = sentiment_rows(60, 4)
+    rows[3] = (text, "positive")
+    jsonl = _jsonl(tmp_path / "train.jsonl", rows)
+    with pytest.raises(DataError, match=re.escape(message)):
+        _load({**cls_files, "train": jsonl})
+    task = _load({**cls_files, "train": jsonl}, on_bad_rows="skip")
+    assert task.stats["skipped"] == {"train": 1} and len(task.splits["train"]) == 59
+    from compress.data import encode
+    from compress.models import char_tokenizer
+
+    tok = char_tokenizer([ex.text for ex in task.splits["train"]], 1, tmp_path / "tok")
+    assert len(encode(task.splits["train"], tok, task, 32).input_ids) == 59  # encodes cleanly
+
+
+def test_a_csv_text_pair_is_checked_too(tmp_path, cls_files):
+    path = tmp_path / "pairs.csv"
+    path.write_text(
+        "text,pair,label\n好吃,味道不错,positive\n难吃,\u200b\u200b,negative\n", encoding="utf-8"
+    )
+    with pytest.raises(DataError, match=re.escape("pairs.csv:3: column 'pair' holds no character")):
+        _load({**cls_files, "train": path}, text_pair_column="pair")
+
+
+def test_a_conll_token_the_tokenizer_drops_is_named_and_its_sentence_skipped(tmp_path):
+    from tests.conftest import ner_sentences, write_conll
+
+    sentences = ner_sentences(30, 1)
+    sentences[1] = [("北", "B-LOC"), (_ZERO_WIDTH, "I-LOC"), ("京", "I-LOC")]
+    files = {"train": write_conll(tmp_path / "train.conll", sentences)}
+    files |= {
+        s: write_conll(tmp_path / f"{s}.conll", ner_sentences(10, i))
+        for i, s in enumerate(("dev", "test"), 2)
+    }
+    line = len(sentences[0]) + 3  # the second sentence's second line
+    raw = tiny_recipe(files, task_type="ner")
+    with pytest.raises(
+        DataError, match=re.escape(f"train.conll:{line}: token '\\u200b' is dropped")
+    ):
+        load_task(parse_recipe(raw).task)
+    raw["task"]["on_bad_rows"] = "skip"
+    task = load_task(parse_recipe(raw).task)
+    assert task.stats["skipped"] == {"train": 1} and len(task.splits["train"]) == 29
+    assert all(len(ex.tokens) == len(ex.tags) for ex in task.splits["train"])
+
+
+def test_a_squad_question_the_tokenizer_cannot_take_is_named(tmp_path):
+    from compress.qa import read_squad_json
+    from tests.conftest import qa_rows
+
+    doc = qa_rows(4)
+    doc["data"][0]["paragraphs"][0]["qas"][0]["question"] = _HALF_EMOJI
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(doc), encoding="utf-8")  # as a \ud83d escape, the JSON way
+    with pytest.raises(
+        DataError, match=re.escape("data[0].paragraphs[0].qas[0].question holds an unpaired")
+    ):
+        read_squad_json(path)
+
+
+def test_hub_rows_are_checked_as_they_are_read():
+    from compress.tasks.config import TaskConfig
+    from compress.tasks.files import BadRows
+    from compress.tasks.hub import hub_examples
+
+    cfg = TaskConfig(name="hub", type="classification", dataset="some/reviews")
+    rows = [{"text": "好评", "label": 1}, {"text": _HALF_EMOJI, "label": 0}]
+    with pytest.raises(
+        DataError, match=re.escape("some/reviews[train] row 1: column 'text' holds an unpaired")
+    ):
+        hub_examples(rows, "train", cfg, ["neg", "pos"], BadRows(skip=False))
+    bad = BadRows(skip=True)
+    assert [ex.text for ex in hub_examples(rows, "train", cfg, ["neg", "pos"], bad)] == ["好评"]
+    assert bad.skipped == {"train": 1}
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".jsonl"])
+def test_transfer_and_pretraining_text_is_checked_where_it_is_read(tmp_path, suffix):
+    from compress.corpus import CorpusConfig, iter_texts
+    from compress.transfer import TransferConfig, iter_rows
+
+    path = tmp_path / f"more{suffix}"
+    if suffix == ".txt":  # UTF-8 text cannot hold a surrogate; a zero-width line it can
+        path.write_text(f"很好\n还行\n{_ZERO_WIDTH}\n", encoding="utf-8")
+        expected = re.escape("more.txt:3: the text holds no character the tokenizer keeps")
+    else:
+        lines = [json.dumps({"text": t}) for t in ("很好", "还行", _HALF_EMOJI)]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        expected = re.escape("more.jsonl:3: the text holds an unpaired surrogate")
+    with pytest.raises(DataError, match=expected):
+        list(iter_rows(TransferConfig(files=[path])))
+    with pytest.raises(DataError, match=expected):
+        list(iter_texts(CorpusConfig(files=[path])))
+
+
+# ---------------------------------------------------------------- errors blame the real cause
+
+
+def test_a_label_only_in_dev_or_test_blames_train(tmp_path, cls_files):
+    for split in ("dev", "test"):
+        rows = sentiment_rows(40, 2) + [("一般般吧", "neutral")]
+        path = write_csv(tmp_path / f"{split}-extra.csv", rows)
+        with pytest.raises(DataError) as info:
+            _load({**cls_files, split: path})
+        message = str(info.value)
+        assert message.startswith(f"{path}: label 'neutral' of '一般般吧' is in the {split} split")
+        assert f"but never in train ({cls_files['train']}" in message
+
+
+def test_a_train_split_with_one_label_is_named_not_the_next_file(tmp_path, cls_files):
+    path = write_csv(
+        tmp_path / "positive.csv", [r for r in sentiment_rows(160, 1) if r[1] == "positive"]
+    )
+    with pytest.raises(DataError, match=re.escape(f"train rows ({path}) has the label 'positive'")):
+        _load({**cls_files, "train": path})
+
+
+def test_a_train_file_too_small_to_cut_dev_and_test_from_is_named(tmp_path):
+    path = write_csv(tmp_path / "small.csv", sentiment_rows(30, 1))
+    with pytest.raises(
+        DataError,
+        match=re.escape(f"task.train: {path} has 30 usable examples, too few to cut dev 2000"),
+    ):
+        _load({"train": path})

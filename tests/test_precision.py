@@ -12,11 +12,16 @@ from tests.conftest import kd_recipe
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU refusal")
-def test_mixed_precision_on_the_cpu_is_refused_before_training(tmp_path, cls_files):
+def test_mixed_precision_on_the_cpu_is_refused_before_training(tmp_path, cls_files, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a GPU host too
     raw = kd_recipe(cls_files)
     raw["steps"][0]["precision"] = "bf16"
-    with pytest.raises(CompressError, match="precision bf16: mixed precision needs a CUDA device"):
+    with pytest.raises(CompressError, match="precision: bf16 mixed precision needs a CUDA device"):
         run_recipe(parse_recipe(raw), tmp_path / "art", evaluate=False)
+    with pytest.raises(CompressError, match="precision bf16: mixed precision needs a CUDA device"):
+        from compress.trainer import mixed_precision
+
+        mixed_precision("bf16")  # and the loop itself refuses, for callers outside a recipe
 
 
 @pytest.mark.gpu

@@ -92,7 +92,7 @@ def test_distill_large_to_student_real_shapes(tmp_path, lert_dirs, chnsenticorp_
     width = {"lert-small": 256, "lert-base": 768}[student]
     assert matches[0]["proj"] == ["linear", width, 1024, {}]
     rows = Rows(json.loads((root / "report.json").read_text())["rows"])
-    assert set(rows) == {
+    assert {r["variant"] for r in rows.rows} == {
         "teacher",
         "student",
         "student-no-kd",
@@ -236,7 +236,9 @@ def test_reading_comprehension_recipe_real_shapes(tmp_path, lert_dirs, name):
     report = json.loads((root / "report.json").read_text())
     rows = Rows(report["rows"])
     assert report["metric"] == "qa_f1" and 320e6 < rows["teacher"]["params"] < 330e6
-    assert {"student", "student-no-kd", "pruned", "pruned-onnx", "pruned-int8"} <= set(rows)
+    assert {"student", "student-no-kd", "pruned", "pruned-onnx", "pruned-int8"} <= {
+        r["variant"] for r in rows.rows
+    }
     assert rows["pruned-ov-int8"]["runtime"] == "openvino"
     steps = json.loads((root / "manifest.json").read_text())["steps"]
     assert [(m["layer_T"], m["layer_S"]) for m in steps["student"]["details"]["matches"]][:2] == [

@@ -45,6 +45,34 @@ class DistillConfig(KDConfig, StageConfig):
             arch = arch.with_(layers=len(self.student.layers))
         return arch
 
+    def check(self, configs) -> list[str]:
+        if self.transfer is None:
+            return []
+        return [
+            f"transfer.files: {f} does not exist"
+            for f in self.transfer.files
+            if not Path(f).is_file()
+        ]
+
+    def check_arch(self, in_arch: Arch) -> list[str]:
+        """Explicit matches must name layers the teacher and the student have."""
+        if not isinstance(self.matches, list):
+            return []
+        student = self.out_arch(in_arch, {})
+        problems = []
+        for i, m in enumerate(self.matches):
+            if m.layer_T > in_arch.layers:
+                problems.append(
+                    f"matches[{i}].layer_T {m.layer_T}: the teacher has {in_arch.layers} layers "
+                    "(0 is the embeddings)"
+                )
+            if student is not None and m.layer_S > student.layers:
+                problems.append(
+                    f"matches[{i}].layer_S {m.layer_S}: the student has {student.layers} layers "
+                    "(0 is the embeddings)"
+                )
+        return problems
+
     def references(self) -> list[str]:
         """An ``init:`` that names an earlier step (its hash joins this step's)."""
         init = self.student.init

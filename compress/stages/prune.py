@@ -72,7 +72,12 @@ class PruneConfig(StageConfig):
     def check(self, configs) -> list[str]:
         if self.vocabulary is None and self.transformer is None:
             return ["prune: give vocabulary:, transformer: or both"]
-        return [] if textpruner_installed() else [TEXTPRUNER_MISSING]
+        missing = [
+            f"vocabulary.extra_texts: {path} does not exist"
+            for path in (self.vocabulary.extra_texts if self.vocabulary else [])
+            if not path.is_file()
+        ]
+        return missing + ([] if textpruner_installed() else [TEXTPRUNER_MISSING])
 
     def check_arch(self, in_arch: Arch) -> list[str]:
         return target_problems(self.transformer, in_arch) if self.transformer else []

@@ -80,13 +80,22 @@ class OnnxRuntimeQuantize(_FromOnnx):
         return "onnx"
 
     def check(self, configs) -> list[str]:
+        problems = []
         fixed = self.target not in (None, "build-host")
         if fixed and self.preset != "auto" and self.preset != self.target:
-            return [
+            problems.append(
                 f"target {self.target} and preset {self.preset} name two instruction sets; "
                 "give target: alone (it picks the preset)"
-            ]
-        return []
+            )
+        static_only = {"calibration", "calibration_examples", "percentile"} & self.model_fields_set
+        if self.mode == "dynamic" and static_only:
+            problems.append(
+                f"{', '.join(sorted(static_only))}: static-mode options, but mode is dynamic "
+                "(it calibrates nothing); set mode: static or drop them"
+            )
+        if "percentile" in self.model_fields_set and self.calibration != "percentile":
+            problems.append("percentile: set calibration: percentile for it to apply")
+        return problems
 
     def resolved_target(self) -> tuple[str, str]:
         """The instruction set quantized for, and where that choice came from."""
@@ -118,6 +127,16 @@ class OpenVinoQuantize(_FromOnnx):
 
     def produces(self, input_kind: ArtifactKind | None) -> ArtifactKind:
         return "openvino"
+
+    def check(self, configs) -> list[str]:
+        other = {"int8": {"atol"}, "fp32": {"preset", "calibration_examples"}}[self.precision]
+        given = other & self.model_fields_set
+        if given:
+            return [
+                f"{', '.join(sorted(given))}: not an option of precision {self.precision} "
+                f"(it would be ignored); drop it or change precision"
+            ]
+        return []
 
 
 class BitsAndBytesQuantize(QuantizeConfig):

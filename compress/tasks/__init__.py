@@ -100,6 +100,15 @@ def register_task(
     return add
 
 
+def task_type_of(cfg: TaskConfig) -> str | None:
+    """classification, ner or qa, as far as the config and the registry tell."""
+    registered_tasks()
+    entry = TASKS.get(cfg.name)
+    if entry is None:
+        return None
+    return cfg.type if entry.type == "any" else entry.type
+
+
 def check_task_config(cfg: TaskConfig) -> list[str]:
     """Options that do not fit the task's data source, found before any work."""
     from compress.validation import suggest

@@ -12,6 +12,7 @@ from pathlib import Path
 from compress.errors import DataError
 from compress.tasks import Example, TaskData, bio_labels, check_bio, register_task, seeded_split
 from compress.tasks.config import TaskConfig
+from compress.texts import text_problem, token_problem
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +160,13 @@ def classification_examples(path: Path, split: str, cfg: TaskConfig, bad: BadRow
             bad.dropped[split] = bad.dropped.get(split, 0) + 1
             continue
         pair = str(row[cfg.text_pair_column] or "").strip() if cfg.text_pair_column else None
+        fields = [(cfg.text_column, text)] + ([(cfg.text_pair_column, pair)] if pair else [])
+        problem = next(
+            (f"column {c!r} {p}" for c, v in fields if (p := text_problem(v)) is not None), None
+        )
+        if problem:
+            bad(split, f"{where}: {problem}")
+            continue
         examples.append(Example(text=text, text_pair=pair, label=cfg.label_map.get(label, label)))
     return examples
 
@@ -183,14 +191,24 @@ def conll_examples(path: Path, split: str, cfg: TaskConfig, bad: BadRows) -> lis
         tokens.clear()
         tags.clear()
 
+    skipping = False  # the rest of a sentence with a bad token
     for n, line in enumerate(read_text(path, cfg.encoding).splitlines(), 1):
         parts = line.split("\t") if "\t" in line else line.split()
         if not line.strip():
             flush()
-            start = n + 1
+            start, skipping = n + 1, False
             continue
         if len(parts) < 2 or not parts[0] or not parts[-1]:
             raise DataError(f"{path}:{n}: expected 'char<TAB>tag', got {line.rstrip()!r}")
+        problem = token_problem(parts[0])
+        if problem:
+            bad(split, f"{path}:{n}: {problem}")
+            tokens.clear()  # the sentence goes with it: its tags would no longer line up
+            tags.clear()
+            skipping = True
+            continue
+        if skipping:
+            continue
         tokens.append(parts[0])
         tags.append(parts[-1].strip())
     flush()
@@ -207,19 +225,29 @@ def _read_split(path: Path, split: str, cfg: TaskConfig, bad: BadRows) -> list[E
     return examples
 
 
-def check_labels(data: TaskData, bad: BadRows, files: dict[str, Path]) -> None:
-    """Every label must be in the label set; a bad one names its split's file and text."""
+def check_labels(data: TaskData, bad: BadRows, files: dict[str, Path], given: bool = False) -> None:
+    """Every label must be in the label set; a bad one names its split's file and text, and,
+    when the set was read off the train split (``given``: the recipe listed it), that train is
+    where the label is missing."""
     allowed = set(data.labels)
+    train = files.get("train", "the train split")
     for split, examples in data.splits.items():
         kept = []
         for ex in examples:
             found = [ex.label] if ex.tags is None else list(ex.tags)
             unknown = [t for t in found if t not in allowed]
             if unknown:
+                if given or split == "train":
+                    why = f"is not in the label set {sorted(allowed)}"
+                else:
+                    why = (
+                        f"is in the {split} split but never in train ({train}, labels "
+                        f"{sorted(allowed)}), so no model can learn it: add train rows with it, "
+                        "or drop it with task.drop_labels"
+                    )
                 bad(
                     split,
-                    f"{files.get(split, split)}: label {unknown[0]!r} of {ex.text[:30]!r} "
-                    f"is not in the label set {sorted(allowed)}",
+                    f"{files.get(split, split)}: label {unknown[0]!r} of {ex.text[:30]!r} {why}",
                 )
                 continue
             kept.append(ex)
@@ -249,10 +277,17 @@ def local_files(cfg: TaskConfig, per_file: PerFile | None = None) -> TaskData:
         log.info(
             "no dev/test file: cutting dev %d and test %d from train", cfg.dev_size, cfg.test_size
         )
-        cut = seeded_split(splits["train"], cfg.dev_size, cfg.test_size, cfg.split_seed)
+        train = splits["train"]
+        if cfg.dev_size + cfg.test_size >= len(train):
+            raise DataError(
+                f"task.train: {cfg.train} has {len(train)} usable examples, too few to cut dev "
+                f"{cfg.dev_size} + test {cfg.test_size} from and keep a train split; give "
+                "task.dev and task.test files, or lower task.dev_size / task.test_size"
+            )
+        cut = seeded_split(train, cfg.dev_size, cfg.test_size, cfg.split_seed)
         splits = {s: splits.get(s, cut[s]) if s != "train" else cut["train"] for s in cut}
-    data = TaskData(cfg.name, cfg.type, derive_labels(cfg, splits["train"]), splits)
-    check_labels(data, bad, paths)
+    data = TaskData(cfg.name, cfg.type, derive_labels(cfg, splits["train"], paths["train"]), splits)
+    check_labels(data, bad, paths, given=bool(cfg.labels))
     data.stats.update(skipped=bad.skipped, dropped_labels=bad.dropped, filtered=bad.filtered)
     if bad.skipped:
         log.warning("skipped bad rows: %s", bad.skipped)
@@ -261,13 +296,19 @@ def local_files(cfg: TaskConfig, per_file: PerFile | None = None) -> TaskData:
     return data
 
 
-def derive_labels(cfg: TaskConfig, train: list[Example]) -> list[str]:
-    """The recipe's label list, else the sorted labels (entity types) seen in train."""
+def derive_labels(cfg: TaskConfig, train: list[Example], source: object = "train") -> list[str]:
+    """The recipe's label list, else the sorted labels (entity types) seen in train
+    (``source``: where train was read, for messages)."""
     if cfg.labels:
         return list(cfg.labels)
     if cfg.type == "ner":
         return bio_labels({t[2:] for ex in train for t in ex.tags or () if t != "O"})
     labels = sorted({ex.label for ex in train if ex.label is not None})
+    if len(labels) == 1:
+        raise DataError(
+            f"task.train: every one of the {len(train)} usable train rows ({source}) has the "
+            f"label {labels[0]!r}; a classifier needs at least two labels in train"
+        )
     if len(labels) > max(20, len(train) // 2):
         raise DataError(
             f"task.label_column {cfg.label_column!r} has {len(labels)} distinct values in "

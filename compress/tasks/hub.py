@@ -8,6 +8,7 @@ from compress.errors import DataError
 from compress.tasks import Example, TaskData, check_bio, hold_out_selection, register_task
 from compress.tasks.config import TaskConfig
 from compress.tasks.files import BadRows, check_labels, derive_labels
+from compress.texts import text_problem, token_problem
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,10 @@ def hub_examples(
             tags = [cfg.label_map.get(t, t) for t in tags]
             check_bio(tags, where)
             tokens = tuple(str(t) for t in row[cfg.tokens_column])
+            problem = next((p for t in tokens if (p := token_problem(t)) is not None), None)
+            if problem:
+                bad(split, f"{where}: {problem}")
+                continue
             out.append(Example(text="".join(tokens), tokens=tokens, tags=tuple(tags)))
             continue
         label = row[cfg.label_column]
@@ -64,6 +69,14 @@ def hub_examples(
             continue
         label = names[label] if names and isinstance(label, int) and label >= 0 else str(label)
         pair = row[cfg.text_pair_column] if cfg.text_pair_column else None
+        fields = [(cfg.text_column, row[cfg.text_column])]
+        fields += [(cfg.text_pair_column, pair)] if pair is not None else []
+        problem = next(
+            (f"column {c!r} {p}" for c, v in fields if (p := text_problem(v)) is not None), None
+        )
+        if problem:
+            bad(split, f"{where}: {problem}")
+            continue
         out.append(
             Example(
                 text=str(row[cfg.text_column]),
@@ -92,14 +105,16 @@ def hub_task(cfg: TaskConfig) -> TaskData:
     labels = cfg.labels or (
         names["train"]
         if cfg.type == "classification" and names["train"]
-        else derive_labels(cfg, splits["train"])
+        else derive_labels(cfg, splits["train"], f"{cfg.dataset}[train]")
     )
     data = TaskData(cfg.dataset, cfg.type, list(labels), splits)
     source_names = {**DEFAULT_SPLIT_NAMES, **cfg.split_names}
     data.split_names = {s: f"{source_names[s]} split of {cfg.dataset}" for s in ("dev", "test")}
     if source_names["dev"] == source_names["test"]:
         hold_out_selection(data, cfg, f"{source_names['test']!r} split of {cfg.dataset}")
-    check_labels(data, bad, {})
+    check_labels(
+        data, bad, {"train": f"{cfg.dataset}[train]"}, given=bool(cfg.labels or names["train"])
+    )
     data.stats.update(
         skipped=bad.skipped, dropped_labels=bad.dropped, empty=bad.empty, source=cfg.dataset
     )
