@@ -26,6 +26,21 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         default=1,
         help="processes on this machine (torchrun --nproc-per-node N): data-parallel training",
     )
+    run.add_argument(
+        "--backend",
+        choices=["auto", "nccl", "gloo"],
+        default="auto",
+        help="process-group backend with --nproc: auto is NCCL where CUDA is (one GPU per "
+        "process), else gloo",
+    )
+    run.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=None,
+        metavar="MINUTES",
+        help="how long the other processes wait while the first runs a single-process step "
+        "(export, quantize); default 240",
+    )
     report = sub.add_parser("report", help="re-render the report from eval/metrics.json only")
     report.add_argument("artifacts", type=Path)
     sub.add_parser("tasks", help="list the registered tasks")
@@ -61,10 +76,25 @@ def recipe_path(name: str) -> Path:
     return folder / f"{name}.yaml"
 
 
-def launch_torchrun(nproc: int, argv: list[str]) -> int:
-    """Run this command again under torchrun with ``nproc`` processes on this machine."""
+def launch_torchrun(nproc: int, argv: list[str], backend: str) -> int:
+    """Run this command again under torchrun with ``nproc`` processes on this machine (each
+    gets the same options, ``--backend`` and ``--dist-timeout`` included), after checking that
+    each NCCL process can have a GPU of its own."""
     import os
 
+    from compress import dist
+    from compress.cli import main_guard
+
+    def check() -> int:
+        problem = dist.gpu_problem(nproc, dist.chosen_backend(backend))
+        if problem:
+            from compress.errors import CompressError
+
+            raise CompressError(f"--nproc {nproc}: {problem}")
+        return 0
+
+    if main_guard(check):
+        return 2
     rest = [a for i, a in enumerate(argv) if a != "--nproc" and argv[i - 1 : i] != ["--nproc"]]
     rest = [a for a in rest if not a.startswith("--nproc=")]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
@@ -88,7 +118,7 @@ def main(argv: list[str] | None = None, prog: str = "lert-compress") -> int:
     if args.command == "run":
         args.overrides += extra  # overrides given after options
         if args.nproc > 1:
-            return launch_torchrun(args.nproc, argv)
+            return launch_torchrun(args.nproc, argv, args.backend)
     setup_logging(args.verbose)
 
     def dispatch() -> int:
@@ -97,7 +127,7 @@ def main(argv: list[str] | None = None, prog: str = "lert-compress") -> int:
             from compress.recipe import load_recipe
             from compress.runner import run_recipe
 
-            dist.init()
+            dist.init(args.backend, args.dist_timeout)
             if not dist.is_main():  # the first process logs for all
                 logging.getLogger().setLevel(logging.WARNING)
             recipe = load_recipe(recipe_path(args.recipe), args.overrides)

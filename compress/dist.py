@@ -2,19 +2,22 @@
 
 ``torchrun --nproc-per-node N -m compress run RECIPE`` (or ``lert-compress run RECIPE --nproc N``,
 which calls torchrun) starts N processes; each calls ``init()``, which joins the process group
-(NCCL on CUDA, gloo on CPU). Training stages then shard every epoch's batches across the ranks
-and average gradients with ``DistributedDataParallel``; rank 0 alone writes step outputs, the
-manifest, logs and the report, and holds the artifacts lock. In one process every helper here
-is a no-op.
+(NCCL on CUDA, gloo on CPU, or the ``--backend`` given). Training stages then shard every
+epoch's batches across the ranks and average gradients with ``DistributedDataParallel``; rank 0
+alone writes step outputs, the manifest, logs and the report, and holds the artifacts lock. In
+one process every helper here is a no-op.
 """
 
 from __future__ import annotations
 
 import os
 from contextlib import nullcontext
+from datetime import timedelta
 
 import torch
 import torch.distributed as tdist
+
+from compress.errors import CompressError
 
 
 def active() -> bool:
@@ -38,15 +41,51 @@ def backend() -> str | None:
     return tdist.get_backend() if active() else None
 
 
-def init() -> None:
-    """Join the process group torchrun describes in the environment, if any."""
+# Rank 0 alone runs export and quantize steps (NNCF, static ONNX Runtime and bitsandbytes can
+# take many minutes on LERT-large) while the other ranks wait at a barrier: NCCL's default
+# 10-minute timeout (gloo's 30) would kill them, so the group waits this long instead.
+DEFAULT_TIMEOUT_MIN = 240
+
+
+def chosen_backend(requested: str | None = None) -> str:
+    """``nccl`` or ``gloo``: the requested one, else NCCL where CUDA is, gloo elsewhere."""
+    requested = requested or "auto"
+    if requested not in ("auto", "nccl", "gloo"):
+        raise CompressError(f"--backend {requested!r}: use auto, nccl or gloo")
+    if requested == "auto":
+        return "nccl" if torch.cuda.is_available() else "gloo"
+    if requested == "nccl" and not torch.cuda.is_available():
+        raise CompressError("--backend nccl needs CUDA devices, and torch sees none; use gloo")
+    return requested
+
+
+def gpu_problem(processes: int, backend: str) -> str | None:
+    """Why ``processes`` NCCL ranks cannot each have a GPU of this machine, or None."""
+    visible = torch.cuda.device_count()
+    if backend != "nccl" or processes <= visible:
+        return None
+    return (
+        f"{processes} processes on this machine but {visible} visible GPU(s): NCCL needs a GPU "
+        f"per process; use --nproc {visible} or fewer, or --backend gloo"
+    )
+
+
+def init(backend: str | None = None, timeout_min: float | None = None) -> None:
+    """Join the process group torchrun describes in the environment, if any, with ``backend``
+    (auto: NCCL where CUDA is) and a ``timeout_min`` minutes wait at collectives; each NCCL rank
+    on its own visible GPU (refused up front when there are fewer GPUs than ranks)."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ or active():
         return
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        tdist.init_process_group("nccl")
-    else:
-        tdist.init_process_group("gloo")
+    backend = chosen_backend(backend)
+    if backend == "nccl":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        ranks = int(os.environ.get("LOCAL_WORLD_SIZE", local + 1))
+        problem = gpu_problem(max(ranks, local + 1), backend)
+        if problem:
+            raise CompressError(problem)
+        torch.cuda.set_device(local)
+    minutes = DEFAULT_TIMEOUT_MIN if timeout_min is None else timeout_min
+    tdist.init_process_group(backend, timeout=timedelta(minutes=minutes))
 
 
 def barrier() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import shutil
 import time
@@ -112,17 +111,34 @@ def textbrewer_matches(cfg: KDConfig, teacher_cfg, student_cfg) -> list[dict]:
     return out
 
 
+# what a masked position's logit becomes: far below any real one, yet finite, so that a
+# softmax at any temperature gives it zero weight without 0 * inf = NaN in the KD loss
+MASKED_LOGIT = -1e4
+
+
+def answer_positions(batch) -> torch.Tensor:
+    """Where a QA answer can start or end: the context's real tokens, and [CLS] (a window
+    without the answer points there); not the question, its [SEP] or the padding."""
+    keep = batch["attention_mask"].bool() & (batch["token_type_ids"] == 1)
+    keep[:, 0] = True
+    return keep
+
+
 def make_adaptor(task_type: str):
     """TextBrewer adaptor: logits, hidden states, masks; NER masks padding and special tokens,
-    QA distils its start and end logits over the real tokens, a masked LM (``mlm``, general
-    distillation) its logits at the masked positions."""
+    QA distils its start and end logits over the positions an answer can take, a masked LM
+    (``mlm``, general distillation) its logits at the masked positions."""
 
     def adaptor(batch, outputs):
-        if task_type == "qa":  # start and end logits, each over the real tokens
-            real = batch["attention_mask"].bool()
+        if task_type == "qa":
+            # TextBrewer's logits_mask has no effect on 2-D logits (select_logits_with_mask),
+            # so the positions are masked in the logits themselves, for teacher and student
+            keep = answer_positions(batch)
             out = {
-                "logits": [outputs.start_logits, outputs.end_logits],
-                "logits_mask": [real, real],
+                "logits": [
+                    outputs.start_logits.masked_fill(~keep, MASKED_LOGIT),
+                    outputs.end_logits.masked_fill(~keep, MASKED_LOGIT),
+                ],
                 "inputs_mask": batch["attention_mask"],
             }
         else:
@@ -138,14 +154,6 @@ def make_adaptor(task_type: str):
     return adaptor
 
 
-def _local_rank() -> int:
-    """TextBrewer's DDP switch: the torchrun local rank with several processes on CUDA (its own
-    DDP wrapping is CUDA-only), else -1 (on CPU the student is wrapped here, see ``distil``)."""
-    if dist.active() and torch.cuda.is_available():
-        return int(os.environ.get("LOCAL_RANK", 0))
-    return -1
-
-
 def build_distiller(cfg: KDConfig, teacher, student, task_type: str, out_dir: Path):
     """A TextBrewer distiller: BasicDistiller with a logits cache when only logits are matched
     and caching is on, else GeneralDistiller with the intermediate matches. TensorBoard logs go
@@ -156,11 +164,17 @@ def build_distiller(cfg: KDConfig, teacher, student, task_type: str, out_dir: Pa
     cache = cfg.cache_teacher_logits and not matches
     for model in (teacher, student):
         model.config.output_hidden_states = bool(matches)
+    # TextBrewer's own DDP switch stays off (local_rank -1): it would wrap the frozen teacher
+    # too (a teacher-sized gradient buffer and a broadcast per forward); ``training_hooks``
+    # wraps the student and its projections alone. So each process is TextBrewer's "rank 0":
+    # only the first writes TensorBoard logs.
     train_cfg = TrainingConfig(
-        log_dir=str(out_dir / "logs"),
-        output_dir=str(out_dir / "checkpoints"),  # TextBrewer creates it; the loop saves none
-        device=device(),
-        local_rank=_local_rank(),
+        log_dir=str(out_dir / "logs") if dist.is_main() else None,
+        # TextBrewer creates it (the loop saves nothing there); one per process, no race
+        output_dir=str(out_dir / "checkpoints" / f"rank-{dist.rank()}"),
+        # where the student is: a CPU test on a GPU host, or the run's device
+        device=next(student.parameters()).device,
+        local_rank=-1,
     )
     distill_cfg = DistillationConfig(
         temperature=cfg.temperature,
@@ -184,6 +198,9 @@ def cached_batches(distiller, source: BatchSource, seed: int) -> BatchSource:
     )
     for batch in batches:
         distiller.cache_logits(batch, {}, None)
+        # TextBrewer keeps the batch it moved to the device (its logits it moves to the CPU):
+        # keep the host copy instead, so the cache does not hold every batch on the GPU
+        distiller.logits_cache[-1][0] = batch
     cache, rng = distiller.logits_cache, random.Random(seed)
 
     def batches(epoch: int):
@@ -213,22 +230,24 @@ def with_transfer(source: BatchSource, transfer, rows_per_epoch: int, batch_size
     return BatchSource(batches, source.per_epoch + n_transfer)
 
 
-def training_hooks(distiller):
+def training_hooks(distiller, log_every: int = 1):
     """``(loss_fn, prepare)`` for the shared loop: a batch's TextBrewer loss (logged to
-    TensorBoard), and the optimizer with TextBrewer's projections added (and, under torchrun on
-    the CPU, the student and projections wrapped for gradient averaging)."""
+    TensorBoard every ``log_every`` batches: each reading waits for the device), and the
+    optimizer with TextBrewer's projections added (and, under torchrun, the student and
+    projections wrapped for gradient averaging; the teacher is never wrapped)."""
     written = 0
 
     def loss_fn(batch) -> torch.Tensor:
         nonlocal written
         loss, parts = distiller.train_on_batch(batch, {})
-        distiller.write_loss(loss, written, parts)
+        if written % log_every == 0:
+            distiller.write_loss(loss, written, parts)
         written += 1
         return loss
 
     def prepare(optimizer):
         optimizer = distiller.initialize_training(optimizer, None, None, None)[0]
-        if dist.active() and _local_rank() == -1:  # torchrun on CPU (gloo)
+        if dist.active():
             distiller.model_S = dist.wrap(distiller.model_S)
             for i, proj in enumerate(getattr(distiller, "projs", []) or []):
                 if proj is not None:
@@ -258,7 +277,7 @@ def distil(
     student.to(device())
     distiller, matches, cached = build_distiller(cfg, teacher, student, task.type, out_dir)
     source = shuffled_batches(enc["train"], cfg.batch_size, seed)
-    loss_fn, prepare = training_hooks(distiller)
+    loss_fn, prepare = training_hooks(distiller, cfg.log_every)
     cache_seconds = 0.0
     with distiller:
         if cached:

@@ -50,6 +50,12 @@ class TrainConfig(BaseModel):
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     max_grad_norm: float = Field(1.0, gt=0)
     eval_batch_size: int = Field(64, ge=1)
+    log_every: int = Field(
+        25,
+        ge=1,
+        description="steps between loss readings (progress bar, TensorBoard): each reading "
+        "waits for the device",
+    )
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32",
         description="CUDA mixed precision: forward passes (teacher and student) under "
@@ -155,6 +161,8 @@ class Resume:
             "position": position,
             "extra": copy.deepcopy(self.extra),
             "rng": torch.get_rng_state(),
+            # a resumed GPU run draws the same dropout masks as an uninterrupted one
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         }
         tmp = self.path.with_suffix(".tmp")
         torch.save(state, tmp)
@@ -164,7 +172,9 @@ class Resume:
         """The position (step, epoch, batches into it, seconds) to continue from, or None."""
         if not self.path.is_file():
             return None
-        state = torch.load(self.path, map_location=device(), weights_only=False)
+        # on the CPU: torch.set_rng_state takes a CPU ByteTensor only; load_state_dict copies
+        # the weights, and the optimizer moves its state, to wherever the model lives
+        state = torch.load(self.path, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
         for module, saved in zip(self.modules, state["modules"], strict=True):
             module.load_state_dict(saved)
@@ -176,6 +186,8 @@ class Resume:
         self.extra.clear()
         self.extra.update(state["extra"])
         torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         log.info("continuing a killed run from step %d (%s)", state["position"]["step"], self.path)
         return state["position"]
 
@@ -212,6 +224,7 @@ def train(
     step, epoch = 0, 0
     spent = 0.0  # training seconds, dev checks excluded
     skip = 0  # batches of the first epoch already trained on before a kill
+    skipped = 0  # batches whose fp16 gradients overflowed (no optimizer step)
     position = resume.load(model, optimizer, schedule, scaler, best) if resume else None
     if position:
         step, epoch, skip, spent = (position[k] for k in ("step", "epoch", "in_epoch", "spent"))
@@ -226,16 +239,14 @@ def train(
                     continue
                 with autocast:
                     loss = loss_fn(batch)
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                scaler.step(optimizer)
-                scaler.update()
+                if not optimizer_step(loss, model, optimizer, scaler, cfg.max_grad_norm):
+                    skipped += 1  # fp16 overflow: the scaler skipped it; not a step
+                    continue
                 schedule.step()
-                optimizer.zero_grad(set_to_none=True)
                 step += 1
                 bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{loss.item():.4f}")
+                if step % cfg.log_every == 0 or step == steps:
+                    bar.set_postfix(epoch=epoch, loss=f"{loss.item():.4f}")
                 if resume and step % resume.every == 0 and step < steps:
                     here = {"step": step, "epoch": epoch, "in_epoch": in_epoch}
                     spent_now = spent + time.perf_counter() - started
@@ -259,6 +270,8 @@ def train(
         "steps": step,
         "history": best.history,
     }
+    if scaler.is_enabled():
+        result["overflow_skipped_batches"] = skipped
     if dist.active():
         result["processes"] = {
             "world_size": dist.world_size(),
@@ -267,6 +280,20 @@ def train(
             "weight_checksums": dist.gather(weight_checksum(model)),
         }
     return result
+
+
+def optimizer_step(loss, model, optimizer, scaler, max_grad_norm: float) -> bool:
+    """Backward, clip and step; False when the fp16 scaler found inf/NaN gradients and skipped
+    the optimizer (its scale then drops): such a batch must not advance the schedule or count
+    as a step."""
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    before = scaler.get_scale() if scaler.is_enabled() else None
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return before is None or scaler.get_scale() >= before
 
 
 def weight_checksum(model) -> str:

@@ -17,6 +17,7 @@ from compress.eval.hardware import default_threads, hardware
 from compress.eval.latency import interleaved_timings, latency_batch, summarize, timed_call
 from compress.eval.memory import peak_rss_mb
 from compress.eval.runtimes import (
+    ProviderFallback,
     Runtime,
     artifact_kind,
     load_runtime,
@@ -162,13 +163,16 @@ def score_variant(
     enc = encode(examples, load_tokenizer(variant.tokenizer_dir), task, max_len)
     gc.collect()
     if device == "cuda":
+        # the peak restarts from what is allocated now: the runtimes scored before stay loaded
+        # for the timing, so their memory is taken off this row's peak
         torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
     rt = load_runtime(variant.path, task.type, device, threads, precision)
     predicted = predicted_labels(task, enc, predict(rt.forward, enc, rt.scoring_batch))
     counts = example_counts(task, examples, predicted)
     value = score_counts(task.type, counts)
-    # GPU: peak allocated while scoring; CPU rows get a fresh-process measurement later
-    memory = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
+    # GPU: peak allocated while loading and scoring; CPU rows get a fresh-process measurement
+    memory = (torch.cuda.max_memory_allocated() - before) / 2**20 if device == "cuda" else None
     row = MetricRow(
         variant=variant.name,
         step=variant.step,
@@ -261,7 +265,10 @@ def measure_latency(
         for bs in cfg.batch_sizes:
             calls = {
                 str(i): timed_call(
-                    rt.forward, latency_batch(bs, cfg.seq_len, rt.vocab_size), rt.device
+                    rt.forward,
+                    latency_batch(bs, cfg.seq_len, rt.vocab_size),
+                    rt.device,
+                    rt.host_inputs,
                 )
                 for i, (_, rt) in enumerate(group)
             }
@@ -294,14 +301,25 @@ def evaluate_artifacts(
     manifest = Manifest(root)
     found = variants(manifest, steps)
     devices = usable_devices(cfg.devices)
-    scored = [
-        score_variant(
-            variant, device, task, cfg.split, max_seq_len, threads, cfg.max_examples, precision
-        )
-        for variant in found
-        for device in devices
-        for precision in runs_for(variant, device, cfg.gpu_precisions)
-    ]
+    scored = []
+    for variant in found:
+        for device in devices:
+            for precision in runs_for(variant, device, cfg.gpu_precisions):
+                try:
+                    scored.append(
+                        score_variant(
+                            variant,
+                            device,
+                            task,
+                            cfg.split,
+                            max_seq_len,
+                            threads,
+                            cfg.max_examples,
+                            precision,
+                        )
+                    )
+                except ProviderFallback as exc:  # not a GPU row: leave it out, say why
+                    log.warning("%s", exc)
     loaded = [(row, rt) for row, rt, _ in scored]
     reference = reference or (found[0].name if found else "")
     compare_with_reference([(row, counts) for row, _, counts in scored], reference, task.type)

@@ -63,9 +63,13 @@ def summarize(samples: list[float], batch_size: int, blocks: int = BLOCKS) -> di
     }
 
 
-def timed_call(forward, batch, device: str) -> Callable[[], float | None]:
-    """A call of ``forward(batch)``; on CUDA it returns its time from CUDA events."""
-    if device != "cuda":
+def timed_call(
+    forward, batch, device: str, host_inputs: bool = False
+) -> Callable[[], float | None]:
+    """A call of ``forward(batch)``; on CUDA it returns its time from CUDA events. A runtime
+    whose inputs live on the host (``host_inputs``: ONNX Runtime copies them itself, on its
+    own stream) keeps the batch there and is timed by the wall clock, as the CPU is."""
+    if device != "cuda" or host_inputs:
 
         def run() -> None:
             forward(batch)

@@ -276,7 +276,9 @@ def render_markdown(report: Report) -> str:
         f"interleaved runs; speedup is over `{report.reference}` on the same device, in the same "
         f"run; *unstable* marks a row whose blocks of rounds disagree by more than "
         f"{UNSTABLE:.0%} of p50. Peak MB: CPU, resident memory a fresh process adds to load the "
-        "model and run one batch of the largest size; GPU, peak allocated while scoring.",
+        "model and run one batch of the largest size; GPU, the model's own peak allocated "
+        "while loading and scoring (batches of up to 64 examples at the task's maximum length, "
+        "not the CPU rows' shape; the models scored before it are taken off).",
         "",
         f"CPU: {hw['cpu']} ({hw['arch']}, {hw['cores']} cores, {_cpus(hw)}, "
         f"{', '.join(hw['isa']) or 'no listed ISA flags'}, {hw['memory_gb']} GiB). "

@@ -32,6 +32,13 @@ class Runtime:
     # examples per scoring call; 1 where a batch's padding changes the numbers (ONNX Runtime's
     # dynamic int8 takes its activation ranges from the whole input tensor, padding included)
     scoring_batch: int = 64
+    # the inputs it takes live on the host (ONNX Runtime copies them to its device itself):
+    # latency batches stay there, and are timed by the wall clock
+    host_inputs: bool = False
+
+
+class ProviderFallback(CompressError):
+    """ONNX Runtime ran a "cuda" session on the CPU provider (it only prints a message)."""
 
 
 def artifact_kind(path: Path) -> str:
@@ -116,8 +123,19 @@ def _torch_runtime(model, runtime: str, device: str, precision: str) -> Runtime:
         precision,
         torch_forward(model, device),
         model.config.vocab_size,
-        sum(p.numel() for p in model.parameters()),
+        count_weights(model),
     )
+
+
+def count_weights(model) -> int:
+    """Parameters as the model defines them: a bitsandbytes 4-bit weight stores two values per
+    byte of a packed tensor, whose numel is half the real count (its quant_state has the shape)."""
+    total = 0
+    for p in model.parameters():
+        state = getattr(p, "quant_state", None)
+        shape = getattr(state, "shape", None)
+        total += int(np.prod(shape)) if shape is not None else p.numel()
+    return total
 
 
 def _onnx_runtime(path: Path, device: str, threads: int) -> Runtime:
@@ -138,6 +156,12 @@ def _onnx_runtime(path: Path, device: str, threads: int) -> Runtime:
             f"could not load the ONNX model {path}: {exc}; the file may be truncated: run the "
             "step that wrote it again"
         ) from exc
+    if device == "cuda" and session.get_providers()[0] != "CUDAExecutionProvider":
+        raise ProviderFallback(
+            f"{path}: ONNX Runtime's CUDA provider did not load (the session runs on "
+            f"{session.get_providers()}); no GPU row for it. The pinned onnxruntime is the CPU "
+            "build: GPU rows need onnxruntime-gpu for this CUDA version in its place"
+        )
     names = {i.name for i in session.get_inputs()}
     graph = onnx.load(str(path), load_external_data=False).graph
     params = sum(int(np.prod(t.dims)) for t in graph.initializer if len(t.dims) >= 1)
@@ -156,6 +180,7 @@ def _onnx_runtime(path: Path, device: str, threads: int) -> Runtime:
         _config(path)["vocab_size"],
         params,
         scoring_batch=1 if dynamic else 64,
+        host_inputs=True,
     )
 
 

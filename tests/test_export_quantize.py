@@ -214,6 +214,13 @@ def test_bitsandbytes_on_cpu(run, name, precision):
     assert row["score"] >= report["rows"][0]["score"] - 0.1
 
 
+def test_4bit_rows_count_every_weight_once(run):
+    """nf4 packs two weights per byte; its row counts the weights, as the int8 and fp32 rows."""
+    _, report, _ = run
+    rows = Rows(report["rows"])
+    assert rows["bnb-nf4"]["params"] == rows["bnb-int8"]["params"] == rows["teacher"]["params"]
+
+
 def test_bf16_cast_runs_on_cpu(run):
     _, report, _ = run
     row = Rows(report["rows"])["bf16"]

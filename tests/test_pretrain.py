@@ -392,8 +392,8 @@ def test_a_killed_general_distill_step_continues_with_its_projections(
         return parse_recipe(tiny_recipe(cls_files, steps=steps))
 
     def recorded(losses: list, die_at: int | None = None):
-        def hooks(distiller):
-            loss_fn, add_projections = real(distiller)
+        def hooks(distiller, *args):
+            loss_fn, add_projections = real(distiller, *args)
 
             def loss(batch):
                 if len(losses) + 1 == die_at:

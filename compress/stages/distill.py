@@ -113,7 +113,7 @@ def distill(cfg: DistillConfig, src: Path | None, ctx: StageContext) -> StageRes
 def _distil_with_transfer(cfg: DistillConfig, teacher, student, tokenizer, enc, ctx, work: Path):
     from compress.distillation import textbrewer_matches
     from compress.scoring import torch_forward
-    from compress.trainer import device
+    from compress.trainer import device, mixed_precision
     from compress.transfer import build_transfer, label_with_teacher
 
     assert cfg.transfer is not None
@@ -126,7 +126,9 @@ def _distil_with_transfer(cfg: DistillConfig, teacher, student, tokenizer, enc, 
     )
     if cached:
         teacher.to(device()).eval()
-        data = label_with_teacher(data, torch_forward(teacher, str(device())), 64, work)
+        # in the run's precision, as the labelled rows' cached logits are (compress.distillation)
+        with mixed_precision(cfg.precision):
+            data = label_with_teacher(data, torch_forward(teacher, str(device())), 64, work)
     prepared = round(time.perf_counter() - started, 2)
     per_epoch = max(1, round(cfg.transfer.ratio * len(enc["train"])))
     result = distil(

@@ -175,7 +175,7 @@ def general_distill(cfg: GeneralDistillConfig, src: Path | None, ctx: StageConte
         check = mlm_check(LinguisticMLM(student, []), held, device())
         teacher_check = mlm_check(LinguisticMLM(teacher, []), held, device())
         teacher_check()
-        loss_fn, add_projections = training_hooks(distiller)
+        loss_fn, add_projections = training_hooks(distiller, cfg.log_every)
         resume = Resume(ctx.resume_dir, cfg.save_every) if ctx.resume_dir else None
 
         def prepare(optimizer):
