@@ -49,6 +49,13 @@ class KDConfig(TrainConfig):
     temperature: float = Field(8.0, gt=0)
     kd_loss_type: Literal["ce", "mse"] = "ce"
     kd_loss_weight: float = Field(1.0, ge=0)
+    kd_loss_scale: Literal["t2", "none"] = Field(
+        "t2",
+        description="t2: the KD loss is multiplied by temperature squared (Hinton et al.), as "
+        "TextBrewer's kd_ce_loss does not; its gradient then keeps the hard-label loss's scale "
+        "whatever the temperature. none: TextBrewer's loss as is (at T=8 its gradient is about "
+        "1/64 of that)",
+    )
     hard_label_weight: float = Field(0.0, ge=0)
     # "uniform": hidden_mse on a uniform layer map; "none": logits only; or a list of matches.
     matches: Literal["uniform", "none"] | list[HiddenMatch] = "uniform"
@@ -154,6 +161,11 @@ def make_adaptor(task_type: str):
     return adaptor
 
 
+def effective_kd_weight(cfg: KDConfig) -> float:
+    """The weight TextBrewer gets for the KD loss: with ``kd_loss_scale: t2``, times T²."""
+    return cfg.kd_loss_weight * (cfg.temperature**2 if cfg.kd_loss_scale == "t2" else 1.0)
+
+
 def build_distiller(cfg: KDConfig, teacher, student, task_type: str, out_dir: Path):
     """A TextBrewer distiller: BasicDistiller with a logits cache when only logits are matched
     and caching is on, else GeneralDistiller with the intermediate matches. TensorBoard logs go
@@ -179,7 +191,7 @@ def build_distiller(cfg: KDConfig, teacher, student, task_type: str, out_dir: Pa
     distill_cfg = DistillationConfig(
         temperature=cfg.temperature,
         kd_loss_type=cfg.kd_loss_type,
-        kd_loss_weight=cfg.kd_loss_weight,
+        kd_loss_weight=effective_kd_weight(cfg),
         hard_label_weight=cfg.hard_label_weight,
         intermediate_matches=matches,
         is_caching_logits=cache,

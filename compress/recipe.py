@@ -310,6 +310,14 @@ def _check_steps(recipe: Recipe) -> list[str]:
             f"evaluate.reference: step {ref!r} writes no task model, so it has no row to "
             f"compare with; name one of {evaluated}"
         )
+    for step in recipe.steps:
+        for name in getattr(step.config, "best_of", []):
+            kind = recipe.step(name).kind if name in configs else "torch"
+            if kind != "torch":
+                problems.append(
+                    f"steps({step.name}).best_of: {name!r} writes {KIND_NAMES[kind]}; select "
+                    "compares PyTorch models (select before export and quantize)"
+                )
     from compress.tasks import task_type_of
 
     task_type = task_type_of(recipe.task)

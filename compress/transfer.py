@@ -50,9 +50,15 @@ class TransferConfig(BaseModel):
     ratio: float = Field(
         1.0, gt=0, description="transfer rows per labelled train row in each epoch"
     )
+    rest_of_train: bool = Field(
+        False,
+        description="with the step's labelled_rows: the train split's other rows, their labels "
+        "dropped, join the transfer texts",
+    )
 
     def sources(self) -> list[str]:
-        return [str(f) for f in self.files] + ([self.dataset] if self.dataset else [])
+        rest = ["the train split's unlabelled rest"] if self.rest_of_train else []
+        return rest + [str(f) for f in self.files] + ([self.dataset] if self.dataset else [])
 
 
 def iter_rows(cfg: TransferConfig) -> Iterator[dict]:
@@ -138,14 +144,22 @@ class TransferSet:
         return len(self.rows)  # type: ignore[arg-type]
 
 
-def build_transfer(cfg: TransferConfig, tokenizer, max_len: int, work_dir: Path) -> TransferSet:
-    """Read and tokenise the transfer rows into Arrow files under ``work_dir``."""
+def _rows_and(extra: list[dict], cfg: TransferConfig) -> Iterator[dict]:
+    yield from extra
+    yield from iter_rows(cfg)
+
+
+def build_transfer(
+    cfg: TransferConfig, tokenizer, max_len: int, work_dir: Path, extra: list[dict] | None = None
+) -> TransferSet:
+    """Read and tokenise the transfer rows (``extra`` rows first: the train split's unlabelled
+    rest) into Arrow files under ``work_dir``."""
     import datasets
 
     work_dir.mkdir(parents=True, exist_ok=True)
     raw = datasets.Dataset.from_generator(
-        iter_rows,
-        gen_kwargs={"cfg": cfg},
+        _rows_and,
+        gen_kwargs={"extra": extra or [], "cfg": cfg},
         features=datasets.Features(
             {"text": datasets.Value("string"), "text_pair": datasets.Value("string")}
         ),

@@ -53,6 +53,7 @@ def card_text(
         lines.append(
             f"{i}. `{step}`: stage `{e.stage}`, config hash `{e.config_hash}`, "
             f"{'?' if e.seconds is None else e.seconds} s"
+            + (f"; took `{e.details['chosen']}`: {e.details['why']}" if e.stage == "select" else "")
         )
     config = _step_config(resolved, name)
     if config:

@@ -219,6 +219,21 @@ def _started_from(report: Report) -> list[str]:
     return [*lines, ""]
 
 
+def _chosen_on_dev(report: Report) -> list[str]:
+    """Which candidate each select step passed on, and KD students below their no-KD twins."""
+    lines = []
+    for name, c in report.chosen_on_dev.items():
+        candidates = ", ".join(f"`{n}`" for n in c["dev_scores"])
+        lines.append(f"- `{name}` took `{c['chosen']}` of {candidates}: {c['why']}.")
+    for w in report.kd_below_no_kd:
+        lines.append(
+            f"- **KD student `{w['kd']}` scored below its no-KD twin `{w['no_kd']}` on dev** "
+            f"({w['kd_dev'] * 100:.2f} vs {w['no_kd_dev'] * 100:.2f}): the KD settings did not "
+            "pay here; a `select` step (best_of) passes the better one on."
+        )
+    return ["Chosen on the dev split:", "", *lines, ""] if lines else []
+
+
 def _distilled_on(report: Report) -> list[str]:
     if not report.distilled_on:
         return []
@@ -321,6 +336,7 @@ def render_markdown(report: Report) -> str:
     lines += _per_class_table(report)
     lines += _started_from(report)
     lines += _distilled_on(report)
+    lines += _chosen_on_dev(report)
     lines += _seeds_section(report)
     lines += ["## Recommended", ""]
     labels = {
@@ -459,8 +475,16 @@ def render_report(root: Path) -> Report:
         distilled_on={
             name: manifest.steps[name].details["data"]
             for name in metrics.steps
-            if name in manifest.steps and "data" in (manifest.steps[name].details or {})
+            if name in manifest.steps
+            and manifest.steps[name].stage == "distill"
+            and "data" in (manifest.steps[name].details or {})
         },
+        chosen_on_dev={
+            name: {k: e.details[k] for k in ("chosen", "dev_scores", "why")}
+            for name, e in manifest.steps.items()
+            if e.stage == "select" and e.status == "done" and "chosen" in (e.details or {})
+        },
+        kd_below_no_kd=kd_below_no_kd(manifest, metrics.steps),
     )
     write_json(root / "report.json", report.model_dump(mode="json"))
     write_json(root / "report.schema.json", Report.model_json_schema())
@@ -469,6 +493,29 @@ def render_report(root: Path) -> Report:
     write_model_cards(root, report, manifest)
     log.info("report: %s", root / "report.md")
     return report
+
+
+def kd_below_no_kd(manifest: Manifest, steps: list[str]) -> list[dict]:
+    """KD students whose best dev score is below their no-KD twin's (from the manifest)."""
+    out = []
+    for name in steps:
+        entry = manifest.steps.get(name)
+        if entry is None or entry.stage != "baseline" or not entry.details:
+            continue
+        twin = manifest.steps.get(entry.details.get("like", ""))
+        if twin is None or not twin.details or "best_dev" not in twin.details:
+            continue
+        kd_dev, no_kd_dev = twin.details["best_dev"], entry.details["train"]["best_dev"]
+        if kd_dev < no_kd_dev:
+            out.append(
+                {
+                    "kd": entry.details["like"],
+                    "no_kd": name,
+                    "kd_dev": kd_dev,
+                    "no_kd_dev": no_kd_dev,
+                }
+            )
+    return out
 
 
 def stale_steps(computed_from: dict[str, str], now: dict[str, str]) -> list[str]:

@@ -176,3 +176,7 @@ class Report(Metrics):
     # step -> the pre-trained models (hub ids, directories, shipped names) it started from
     started_from: dict[str, list[str]] = Field(default_factory=dict)
     stale: list[str] = Field(default_factory=list)  # steps changed since (set by a later run)
+    # select steps: step -> {"chosen", "dev_scores", "why"}
+    chosen_on_dev: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # KD students whose dev score is below their no-KD twin's
+    kd_below_no_kd: list[dict[str, Any]] = Field(default_factory=list)

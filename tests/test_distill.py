@@ -10,6 +10,7 @@ from compress.distillation import (
     textbrewer_matches,
     uniform_layer_map,
 )
+from compress.errors import RecipeError
 from compress.models import ShapeSpec, char_tokenizer, init_from_shape
 from compress.recipe import parse_recipe
 from compress.runner import run_recipe
@@ -174,3 +175,157 @@ def test_kd_student_and_no_kd_twin_take_the_same_steps(tmp_path, cls_files):
     kd, no_kd = steps["student"]["details"], steps["no-kd"]["details"]["train"]
     assert kd["steps"] == no_kd["steps"] == 15
     assert [h["step"] for h in kd["history"]] == [h["step"] for h in no_kd["history"]] == [10, 15]
+
+
+@pytest.mark.parametrize("scale,expected", [("t2", 1.0), ("none", 1 / 64)])
+def test_the_kd_gradient_keeps_its_scale_across_temperatures(tmp_path, cls_files, scale, expected):
+    """TextBrewer's kd_ce_loss has no T² factor: at T=8 its gradient is 1/64 of T=1's (for
+    logits of similar size), too weak against the hard-label loss. kd_loss_scale: t2 (the
+    default) restores Hinton's scaling, so the KD gradient no longer fades with T."""
+    task = load_task(parse_recipe(tiny_recipe(cls_files)).task)
+    teacher, student, _ = _models(task, tmp_path, TINY_SHAPE, TINY_SHAPE)
+    g = torch.Generator().manual_seed(0)
+    logits_t, base = 0.1 * torch.randn(16, 2, generator=g), 0.1 * torch.randn(16, 2, generator=g)
+
+    def grad_norm(temperature: float) -> float:
+        cfg = DistillConfig(
+            student=StudentConfig(shape=TINY_SHAPE),
+            matches="none",
+            temperature=temperature,
+            kd_loss_scale=scale,
+        )
+        distiller, _, _ = build_distiller(cfg, teacher, student, task.type, tmp_path)
+        logits_s = base.clone().requires_grad_(True)
+        loss, _ = distiller.compute_loss({"logits": [logits_s]}, {"logits": [logits_t]})
+        loss.backward()
+        return logits_s.grad.norm().item()
+
+    assert grad_norm(8.0) / grad_norm(1.0) == pytest.approx(expected, rel=0.05)
+
+
+def test_kd_with_transfer_beats_no_kd_when_the_teacher_saw_more_labels(tmp_path, cls_files):
+    """The few-labels claim in small: a teacher on all 160 labelled rows; students on 12 of them,
+    one also reading the other 148 as teacher-labelled transfer text."""
+    from tests.conftest import Rows
+
+    steps = tiny_recipe(cls_files)["steps"]
+    student = {"shape": TINY_SHAPE}
+    steps += [
+        {
+            "name": "kd-transfer",
+            "stage": "distill",
+            "student": student,
+            "labelled_rows": 12,
+            "transfer": {"rest_of_train": True, "ratio": 12},
+            "matches": "none",
+            "temperature": 2,
+            "epochs": 4,
+            "batch_size": 16,
+            "lr": 3e-3,
+        },
+        {
+            "name": "kd",
+            "stage": "distill",
+            "input": "teacher",
+            "student": student,
+            "labelled_rows": 12,
+            "matches": "none",
+            "epochs": 40,
+            "batch_size": 16,
+            "lr": 3e-3,
+        },
+        {"name": "no-kd", "stage": "baseline", "like": "kd"},
+    ]
+    raw = tiny_recipe(cls_files, steps=steps)
+    raw["evaluate"]["latency"] = False
+    root = run_recipe(parse_recipe(raw), tmp_path / "art")
+    report = json.loads((root / "report.json").read_text())
+    rows = Rows(report["rows"])
+    manifest = json.loads((root / "manifest.json").read_text())["steps"]
+    data = manifest["kd-transfer"]["details"]["data"]
+    assert data["labelled_rows"] == 12 and data["transfer_rows"] == 148
+    assert manifest["no-kd"]["details"]["data"]["labelled_rows"] == 12
+    assert rows["kd-transfer"]["score"] > rows["no-kd"]["score"] + 0.1
+
+
+def test_select_passes_the_better_student_on_dev_and_says_so(tmp_path, cls_files):
+    """A KD student worse than its twin on dev is not pruned unknowingly: select scores both
+    on dev, copies the winner, and the report and the next step's card name the choice."""
+    from compress.data import encode_splits
+    from compress.models import load_model, load_tokenizer
+    from compress.scoring import evaluate_torch
+
+    raw = distill_recipe(cls_files)
+    raw["steps"] += [
+        {"name": "pick", "stage": "select", "best_of": ["student", "no-kd"]},
+        {"name": "pruned", "stage": "prune", "input": "pick", "vocabulary": {"min_count": 1}},
+    ]
+    raw["evaluate"]["latency"] = False
+    root = run_recipe(parse_recipe(raw), tmp_path / "art")
+    steps = json.loads((root / "manifest.json").read_text())["steps"]
+    task = load_task(parse_recipe(raw).task)
+    dev = {}
+    for name in ("student", "no-kd"):
+        path = root / steps[name]["output"]
+        enc = encode_splits(task, load_tokenizer(path), 32, splits=("dev",))
+        dev[name] = evaluate_torch(
+            load_model(path, task.type), task, task.splits["dev"], enc["dev"]
+        )
+    details = steps["pick"]["details"]
+    assert details["dev_scores"] == pytest.approx(dev, abs=1e-5)
+    assert details["chosen"] == max(["student", "no-kd"], key=lambda n: dev[n])
+    report = json.loads((root / "report.json").read_text())
+    assert report["chosen_on_dev"]["pick"]["chosen"] == details["chosen"]
+    assert "pick" not in {r["variant"] for r in report["rows"]}  # a copy: no row of its own
+    md = (root / "report.md").read_text()
+    assert f"- `pick` took `{details['chosen']}` of `student`, `no-kd`" in md
+    card = (root / steps["pruned"]["output"] / "README.md").read_text()
+    assert "`pick`: stage `select`" in card and f"took `{details['chosen']}`" in card
+
+
+def test_select_refuses_what_it_cannot_compare(cls_files):
+    raw = distill_recipe(cls_files)
+    raw["steps"] += [
+        {"name": "onnx", "stage": "export", "input": "student"},
+        {"name": "pick", "stage": "select", "best_of": ["onnx", "no-kd"]},
+    ]
+    with pytest.raises(RecipeError, match=r"steps\(pick\).best_of: 'onnx' writes an ONNX file"):
+        parse_recipe(raw)
+    raw["steps"][-1]["best_of"] = ["student", "nothing"]
+    with pytest.raises(RecipeError, match="best_of: 'nothing' is not an earlier step"):
+        parse_recipe(raw)
+
+
+def test_a_kd_student_below_its_twin_on_dev_is_named_in_the_report(tmp_path):
+    from compress.eval.report import kd_below_no_kd
+
+    from compress.manifest import Manifest
+
+    (tmp_path / "manifest.json").write_text(
+        json.dumps(
+            {
+                "steps": {
+                    "student": {
+                        "index": 1,
+                        "stage": "distill",
+                        "dir": "01_s",
+                        "status": "done",
+                        "hash": "a",
+                        "config_hash": "a",
+                        "details": {"best_dev": 0.70},
+                    },
+                    "no-kd": {
+                        "index": 2,
+                        "stage": "baseline",
+                        "dir": "02_n",
+                        "status": "done",
+                        "hash": "b",
+                        "config_hash": "b",
+                        "details": {"like": "student", "train": {"best_dev": 0.74}},
+                    },
+                }
+            }
+        )
+    )
+    (worse,) = kd_below_no_kd(Manifest(tmp_path), ["student", "no-kd"])
+    assert worse == {"kd": "student", "no_kd": "no-kd", "kd_dev": 0.70, "no_kd_dev": 0.74}

@@ -12,8 +12,19 @@ from compress.stages.general_distill import general_distill
 from compress.stages.pretrain import pretrain
 from compress.stages.prune import prune
 from compress.stages.quantize import quantize
+from compress.stages.select import select
 
 CATALOGUE: dict[str, Stage] = {
     s.name: s
-    for s in (pretrain, general_distill, finetune, distill, baseline, prune, export, quantize)
+    for s in (
+        pretrain,
+        general_distill,
+        finetune,
+        distill,
+        baseline,
+        select,
+        prune,
+        export,
+        quantize,
+    )
 }

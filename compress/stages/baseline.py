@@ -54,7 +54,13 @@ def baseline(cfg: BaselineConfig, src: Path | None, ctx: StageContext) -> StageR
     student, tokenizer = build_student(twin.student, teacher, tokenizer, ctx.task, ctx.outputs)
     del teacher
     train_cfg = TrainConfig(**twin.train_options())
-    enc = encode_splits(ctx.task, tokenizer, ctx.max_seq_len)
-    result = fit(student, ctx.task, enc, train_cfg, ctx.seed, desc=ctx.step_name)
+    from compress.stages.distill import labelled_subset
+
+    # the labelled rows its twin learns from (the same seeded draw), no more
+    task, _ = labelled_subset(ctx.task, twin.labelled_rows, ctx.seed, ctx.step_name)
+    enc = encode_splits(task, tokenizer, ctx.max_seq_len)
+    result = fit(student, task, enc, train_cfg, ctx.seed, desc=ctx.step_name)
     details = {"train": result, "params": count_parameters(student), "like": cfg.like}
+    if twin.labelled_rows is not None:
+        details["data"] = {"labelled_rows": len(enc["train"]), "transfer_rows": 0}
     return StageResult(save_model(student, tokenizer, ctx.step_dir / "model"), details)

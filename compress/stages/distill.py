@@ -32,6 +32,12 @@ class DistillConfig(KDConfig, StageConfig):
     transfer: TransferConfig | None = Field(
         None, description="unlabelled texts the teacher labels, mixed with the train split"
     )
+    labelled_rows: int | None = Field(
+        None,
+        ge=1,
+        description="learn from this many labelled train rows only (a draw seeded by the run's "
+        "seed; its no-KD baseline gets the same rows), e.g. to measure KD with few labels",
+    )
     model_key: ClassVar[str | None] = "student.init"
 
     def out_arch(self, in_arch: Arch | None, archs: Mapping) -> Arch | None:
@@ -48,11 +54,17 @@ class DistillConfig(KDConfig, StageConfig):
     def check(self, configs) -> list[str]:
         if self.transfer is None:
             return []
-        return [
+        problems = [
             f"transfer.files: {f} does not exist"
             for f in self.transfer.files
             if not Path(f).is_file()
         ]
+        if self.transfer.rest_of_train and self.labelled_rows is None:
+            problems.append(
+                "transfer.rest_of_train: the rest of what? set labelled_rows (the rows that "
+                "keep their labels)"
+            )
+        return problems
 
     def check_arch(self, in_arch: Arch) -> list[str]:
         """Explicit matches must name layers the teacher and the student have."""
@@ -88,10 +100,11 @@ def distill(cfg: DistillConfig, src: Path | None, ctx: StageContext) -> StageRes
     assert src is not None
     teacher, tokenizer = load_model(src, ctx.task.type), load_tokenizer(src)
     student, tokenizer = build_student(cfg.student, teacher, tokenizer, ctx.task, ctx.outputs)
-    enc = encode_splits(ctx.task, tokenizer, ctx.max_seq_len)
+    task, rest = labelled_subset(ctx.task, cfg.labelled_rows, ctx.seed, ctx.step_name)
+    enc = encode_splits(task, tokenizer, ctx.max_seq_len)
     labelled = len(enc["train"])
     if cfg.transfer is None:
-        result = distil(cfg, teacher, student, ctx.task, enc, ctx.seed, ctx.step_name, ctx.step_dir)
+        result = distil(cfg, teacher, student, task, enc, ctx.seed, ctx.step_name, ctx.step_dir)
         result["data"] = {"labelled_rows": labelled, "transfer_rows": 0}
     else:
         if ctx.task.type != "classification":
@@ -100,8 +113,13 @@ def distill(cfg: DistillConfig, src: Path | None, ctx: StageContext) -> StageRes
                 f"classification tasks; this task is {ctx.task.type}"
             )
         # Arrow files beside the step, not in it: they are working data, not the step's output
+        extra = [{"text": ex.text, "text_pair": ex.text_pair} for ex in rest]
+        if not cfg.transfer.rest_of_train:
+            extra = []
         with tempfile.TemporaryDirectory(dir=ctx.step_dir.parent, prefix=".transfer-") as work:
-            result = _distil_with_transfer(cfg, teacher, student, tokenizer, enc, ctx, Path(work))
+            result = _distil_with_transfer(
+                cfg, teacher, student, tokenizer, enc, ctx, Path(work), task, extra
+            )
     details = {
         **result,
         "params": count_parameters(student),
@@ -110,7 +128,30 @@ def distill(cfg: DistillConfig, src: Path | None, ctx: StageContext) -> StageRes
     return StageResult(save_model(student, tokenizer, ctx.step_dir / "model"), details)
 
 
-def _distil_with_transfer(cfg: DistillConfig, teacher, student, tokenizer, enc, ctx, work: Path):
+def labelled_subset(task, rows: int | None, seed: int, step: str):
+    """``(task, rest)``: the task with ``rows`` of its train examples (a draw seeded by
+    ``seed``, in their original order), and the others; all of them when ``rows`` is None."""
+    import dataclasses
+    import random
+
+    train = task.splits["train"]
+    if rows is None:
+        return task, []
+    if rows >= len(train):
+        raise DataError(
+            f"step {step}: labelled_rows {rows} is not below the {len(train)} train rows loaded"
+        )
+    order = list(range(len(train)))
+    random.Random(seed).shuffle(order)
+    keep = set(order[:rows])
+    kept = [ex for i, ex in enumerate(train) if i in keep]
+    rest = [ex for i, ex in enumerate(train) if i not in keep]
+    return dataclasses.replace(task, splits={**task.splits, "train": kept}), rest
+
+
+def _distil_with_transfer(
+    cfg: DistillConfig, teacher, student, tokenizer, enc, ctx, work: Path, task, extra
+):
     from compress.distillation import textbrewer_matches
     from compress.scoring import torch_forward
     from compress.trainer import device, mixed_precision
@@ -118,7 +159,7 @@ def _distil_with_transfer(cfg: DistillConfig, teacher, student, tokenizer, enc, 
 
     assert cfg.transfer is not None
     started = time.perf_counter()
-    data = build_transfer(cfg.transfer, tokenizer, ctx.max_seq_len, work)
+    data = build_transfer(cfg.transfer, tokenizer, ctx.max_seq_len, work, extra)
     # with a logits cache (logits-only KD) the teacher labels every row once, here; with
     # hidden-state matches it runs on each transfer batch during training, as on labelled ones
     cached = cfg.cache_teacher_logits and not textbrewer_matches(
@@ -132,7 +173,7 @@ def _distil_with_transfer(cfg: DistillConfig, teacher, student, tokenizer, enc, 
     prepared = round(time.perf_counter() - started, 2)
     per_epoch = max(1, round(cfg.transfer.ratio * len(enc["train"])))
     result = distil(
-        cfg, teacher, student, ctx.task, enc, ctx.seed, ctx.step_name, ctx.step_dir, data, per_epoch
+        cfg, teacher, student, task, enc, ctx.seed, ctx.step_name, ctx.step_dir, data, per_epoch
     )
     result["data"] = {
         "labelled_rows": len(enc["train"]),
