@@ -10,6 +10,16 @@ from compress.eval.schema import MetricRow, Report
 
 from compress.manifest import Manifest, StepEntry
 
+
+def search_text(search: dict) -> str:
+    """The KD settings a distill step's search chose, in words."""
+    chosen = ", ".join(f"{k} {v}" for k, v in search["chosen"].items())
+    return (
+        f"{chosen}, chosen on {search['split']} from {len(search['trials'])} trials of "
+        f"{search['trial_steps']} steps"
+    )
+
+
 PIPELINE_TASKS = {
     "accuracy": "text-classification",
     "entity_f1": "token-classification",
@@ -54,6 +64,11 @@ def card_text(
             f"{i}. `{step}`: stage `{e.stage}`, config hash `{e.config_hash}`, "
             f"{'?' if e.seconds is None else e.seconds} s"
             + (f"; took `{e.details['chosen']}`: {e.details['why']}" if e.stage == "select" else "")
+            + (
+                f"; KD settings {search_text(e.details['search'])}"
+                if "search" in (e.details or {})
+                else ""
+            )
         )
     config = _step_config(resolved, name)
     if config:

@@ -178,5 +178,7 @@ class Report(Metrics):
     stale: list[str] = Field(default_factory=list)  # steps changed since (set by a later run)
     # select steps: step -> {"chosen", "dev_scores", "why"}
     chosen_on_dev: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # distill steps with search: step -> {"split", "trial_steps", "trials", "chosen"}
+    kd_search: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # KD students whose dev score is below their no-KD twin's
     kd_below_no_kd: list[dict[str, Any]] = Field(default_factory=list)

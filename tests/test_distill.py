@@ -329,3 +329,37 @@ def test_a_kd_student_below_its_twin_on_dev_is_named_in_the_report(tmp_path):
     )
     (worse,) = kd_below_no_kd(Manifest(tmp_path), ["student", "no-kd"])
     assert worse == {"kd": "student", "no_kd": "no-kd", "kd_dev": 0.70, "no_kd_dev": 0.74}
+
+
+def test_kd_settings_are_chosen_on_dev_and_every_trial_is_recorded(tmp_path, cls_files):
+    raw = distill_recipe(cls_files, matches="none")
+    raw["steps"][1]["search"] = {
+        "temperature": [1, 8],
+        "hard_label_weight": [0, 1],
+        "trial_steps": 5,
+    }
+    raw["evaluate"]["latency"] = False
+    root = run_recipe(parse_recipe(raw), tmp_path / "art")
+    search = json.loads((root / "manifest.json").read_text())["steps"]["student"]["details"][
+        "search"
+    ]
+    grid = [(t["temperature"], t["hard_label_weight"]) for t in search["trials"]]
+    assert grid == [(1, 0), (1, 1), (8, 0), (8, 1)] and search["split"] == "dev"
+    best = max(search["trials"], key=lambda t: t["dev"])
+    assert search["chosen"] == {
+        "temperature": best["temperature"],
+        "hard_label_weight": best["hard_label_weight"],
+    }
+    md = (root / "report.md").read_text()
+    assert "KD settings of `student`:" in md and "(chosen)" in md
+    card = (root / "02_student" / "model" / "README.md").read_text()
+    assert "chosen on dev from 4 trials of 5 steps" in card
+
+
+def test_a_setting_both_given_and_searched_is_refused(cls_files):
+    raw = distill_recipe(cls_files, matches="none")
+    raw["steps"][1].update(temperature=8, search={"temperature": [1, 8]})
+    with pytest.raises(
+        RecipeError, match="temperature: set here and searched in search.temperature"
+    ):
+        parse_recipe(raw)

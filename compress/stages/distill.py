@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from compress.arch import Arch, arch_of_source
 from compress.data import encode_splits
@@ -23,6 +24,25 @@ from compress.transfer import TransferConfig
 log = logging.getLogger(__name__)
 
 
+class KDSearch(BaseModel):
+    """KD settings chosen on the dev split: every combination of the lists given runs
+    ``trial_steps`` steps from the same initial student (labelled rows only, the teacher run per
+    batch), is scored on dev, and the best one (the first of equal scores) trains the student.
+    The settings it searches replace the step's own; every trial is recorded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: list[float] = Field(default_factory=list)
+    hard_label_weight: list[float] = Field(default_factory=list)
+    matches: list[Literal["none", "uniform"]] = Field(default_factory=list)
+    trial_steps: int = Field(60, ge=1, description="optimizer steps of each trial")
+
+    def grid(self) -> list[dict]:
+        keys = [k for k in ("temperature", "hard_label_weight", "matches") if getattr(self, k)]
+        values = [getattr(self, k) for k in keys]
+        return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)]
+
+
 class DistillConfig(KDConfig, StageConfig):
     """Distil the input model into a student (TextBrewer), keeping the best dev checkpoint."""
 
@@ -31,6 +51,9 @@ class DistillConfig(KDConfig, StageConfig):
     student: StudentConfig
     transfer: TransferConfig | None = Field(
         None, description="unlabelled texts the teacher labels, mixed with the train split"
+    )
+    search: KDSearch | None = Field(
+        None, description="choose temperature / hard_label_weight / matches on dev first"
     )
     labelled_rows: int | None = Field(
         None,
@@ -52,9 +75,23 @@ class DistillConfig(KDConfig, StageConfig):
         return arch
 
     def check(self, configs) -> list[str]:
+        problems = []
+        if self.search is not None:
+            if not self.search.grid() or len(self.search.grid()) < 2:
+                problems.append("search: give at least two settings to choose from")
+            both = [
+                k
+                for k in ("temperature", "hard_label_weight", "matches")
+                if getattr(self.search, k) and k in self.model_fields_set
+            ]
+            if both:
+                problems.append(
+                    f"{both[0]}: set here and searched in search.{both[0]}; give one (the "
+                    "search's choice would replace it)"
+                )
         if self.transfer is None:
-            return []
-        problems = [
+            return problems
+        problems += [
             f"transfer.files: {f} does not exist"
             for f in self.transfer.files
             if not Path(f).is_file()
@@ -103,6 +140,13 @@ def distill(cfg: DistillConfig, src: Path | None, ctx: StageContext) -> StageRes
     task, rest = labelled_subset(ctx.task, cfg.labelled_rows, ctx.seed, ctx.step_name)
     enc = encode_splits(task, tokenizer, ctx.max_seq_len)
     labelled = len(enc["train"])
+    search = None
+    if cfg.search is not None:
+        from transformers import set_seed
+
+        cfg, search = search_on_dev(cfg, teacher, tokenizer, task, enc, ctx)
+        set_seed(ctx.seed)  # a seeded start, as every trial's
+        student, tokenizer = build_student(cfg.student, teacher, tokenizer, ctx.task, ctx.outputs)
     if cfg.transfer is None:
         result = distil(cfg, teacher, student, task, enc, ctx.seed, ctx.step_name, ctx.step_dir)
         result["data"] = {"labelled_rows": labelled, "transfer_rows": 0}
@@ -125,7 +169,48 @@ def distill(cfg: DistillConfig, src: Path | None, ctx: StageContext) -> StageRes
         "params": count_parameters(student),
         "teacher_params": count_parameters(teacher),
     }
+    if search is not None:
+        details["search"] = search
     return StageResult(save_model(student, tokenizer, ctx.step_dir / "model"), details)
+
+
+def search_on_dev(cfg: DistillConfig, teacher, tokenizer, task, enc, ctx):
+    """``(cfg, record)``: the config with the KD settings that scored best on dev after a short
+    trial each, and every trial's settings, dev score and seconds."""
+    from transformers import set_seed
+
+    assert cfg.search is not None
+    trials = []
+    for point in cfg.search.grid():
+        trial = cfg.model_copy(
+            update={
+                **point,
+                "max_steps": cfg.search.trial_steps,
+                "cache_teacher_logits": False,  # a short trial: the teacher runs per batch
+                "transfer": None,
+                "search": None,
+            }
+        )
+        set_seed(ctx.seed)  # every trial starts from the same student
+        student, _ = build_student(cfg.student, teacher, tokenizer, ctx.task, ctx.outputs)
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(dir=ctx.step_dir.parent, prefix=".search-") as work:
+            result = distil(trial, teacher, student, task, enc, ctx.seed, "trial", Path(work))
+        seconds = round(time.perf_counter() - started, 2)
+        trials.append({**point, "dev": round(result["best_dev"], 5), "seconds": seconds})
+        log.info(
+            "%s: KD trial %s: dev %s %.4f", ctx.step_name, point, task.metric, result["best_dev"]
+        )
+    best = max(trials, key=lambda t: t["dev"])  # max keeps the first of equal scores
+    chosen = {k: best[k] for k in cfg.search.grid()[0]}
+    log.info("%s: KD settings chosen on dev: %s (dev %.4f)", ctx.step_name, chosen, best["dev"])
+    record = {
+        "split": "dev",
+        "trial_steps": cfg.search.trial_steps,
+        "trials": trials,
+        "chosen": chosen,
+    }
+    return cfg.model_copy(update={**chosen, "search": None}), record
 
 
 def labelled_subset(task, rows: int | None, seed: int, step: str):
