@@ -25,9 +25,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps textpruner==1.1.post2
 	touch $(STAMP)
 
-# the tests also exercise the TensorFlow checkpoint conversion (the optional tf extra)
-$(VENV)/.installed-tf: $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[dev,tf]'
+# the tests also exercise the TensorFlow checkpoint conversion and ExecuTorch (optional extras)
+$(VENV)/.installed-tf: $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[dev,tf,executorch]'
 	touch $@
 
 install: $(STAMP)

@@ -7,8 +7,10 @@ process, interleaved, and each row's speedup is over LERT-large fp32 PyTorch on 
     python benchmarks/lert_shapes.py --devices cuda  # GPU rows (fp32 and fp16)
     python benchmarks/lert_shapes.py --only small    # shapes whose name contains "small"
 
-The int8 shapes get ONNX Runtime dynamic int8 (the project's default) and OpenVINO NNCF int8
-rows, converted from the same ONNX export and timed in the same interleaved rounds.
+The int8 shapes get ONNX Runtime dynamic int8 (the project's default), its ORT-format copy
+(ONNX Runtime Mobile's file), OpenVINO NNCF int8 and, with the executorch extra installed,
+ExecuTorch XNNPACK fp32 and int8 rows (``--no-executorch`` leaves them out: each lowering takes
+a minute or more), converted from the same model and timed in the same interleaved rounds.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from compress.eval.latency import interleaved_timings, latency_batch, summarize,
 from compress.eval.runtimes import load_runtime, size_mb  # noqa: E402
 
 from compress.models import LERT_VOCAB_SIZE, NAMED_SHAPES, bert_config  # noqa: E402
-from compress.onnx import cpu_preset, ort_quantize  # noqa: E402
+from compress.onnx import cpu_preset, ort_quantize, write_ort_format  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,37 @@ def openvino_int8(onnx_path: Path, out: Path, vocab: int, seq_len: int) -> Path:
     return path
 
 
+def executorch_programs(model_dir: Path, out: Path, vocab: int, args) -> list[tuple[str, Path]]:
+    """XNNPACK fp32 and int8 programs (int8 calibrated on random token ids: timing only)."""
+    import json as json_
+
+    from compress import executorch as et
+    from compress.models import load_model
+
+    model = load_model(model_dir, "classification")
+    rng = torch.Generator().manual_seed(0)
+    calibration = []
+    for _ in range(8):
+        batch = latency_batch(1, args.seq_len, vocab)
+        batch["input_ids"] = torch.randint(1, vocab, (1, args.seq_len), generator=rng)
+        calibration.append(batch)
+    out.mkdir(parents=True)
+    shutil.copy(model_dir / "config.json", out / "config.json")
+    made = []
+    for precision in ("fp32", "int8"):
+        program, details = et.lower(
+            model, precision, args.seq_len, max(args.batch_sizes), calibration
+        )
+        sub = out / precision
+        sub.mkdir()
+        shutil.copy(model_dir / "config.json", sub / "config.json")
+        (sub / "model.pte").write_bytes(program)
+        details["params"] = sum(p.numel() for p in model.parameters())
+        (sub / et.DETAILS).write_text(json_.dumps(details), encoding="utf-8")
+        made.append((precision, sub / "model.pte"))
+    return made
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", nargs="+", default=["cpu"], choices=["cpu", "cuda"])
@@ -109,7 +142,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--only", help="only the shapes whose name contains this")
+    parser.add_argument(
+        "--no-executorch", action="store_true", help="leave the ExecuTorch rows out"
+    )
     args = parser.parse_args()
+    try:
+        import executorch.exir  # noqa: F401
+
+        with_executorch = not args.no_executorch
+    except ImportError:
+        with_executorch = False
+        print("executorch is not installed (the executorch extra): no ExecuTorch rows")
     torch.set_num_threads(args.threads)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -150,6 +193,39 @@ def main() -> None:
                         rt,
                     )
                 )
+                ort_file, _ = write_ort_format(onnx_path)
+                rt = load_runtime(ort_file, "classification", "cpu", args.threads)
+                loaded.append(
+                    (
+                        {
+                            "model": shape.name,
+                            "runtime": "onnxruntime (ort format)",
+                            "device": "cpu",
+                            "precision": rt.precision,
+                            "params": params,
+                            "size_mb": round(size_mb(ort_file), 1),
+                        },
+                        rt,
+                    )
+                )
+                if with_executorch:
+                    for precision, pte in executorch_programs(
+                        directory, Path(tmp) / f"e{len(loaded)}", shape.vocab, args
+                    ):
+                        rt = load_runtime(pte, "classification", "cpu", args.threads)
+                        loaded.append(
+                            (
+                                {
+                                    "model": shape.name,
+                                    "runtime": "executorch",
+                                    "device": "cpu",
+                                    "precision": precision,
+                                    "params": params,
+                                    "size_mb": round(size_mb(pte), 1),
+                                },
+                                rt,
+                            )
+                        )
                 ir = openvino_int8(
                     onnx_path.parent / "model.onnx",
                     Path(tmp) / f"v{len(loaded)}",

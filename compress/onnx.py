@@ -17,6 +17,8 @@ from compress.data import batch_indices, collate, encode
 from compress.errors import CompressError
 from compress.scoring import output_logits
 
+log = logging.getLogger(__name__)
+
 
 class ValidationError(CompressError):
     """An exported or quantized model disagrees with its source beyond the tolerance."""
@@ -168,3 +170,93 @@ def _quiet_root_info():
         yield
     finally:
         root.setLevel(level)
+
+
+ORT_FORMAT_ATOL = 1e-3  # the .ort runs the graph the .onnx session optimizes to: same numbers
+
+
+def write_ort_format(onnx_path: Path, target: str | None = None) -> tuple[Path, Path]:
+    """``onnx_path`` in ONNX Runtime's ORT format, with onnxruntime's own converter
+    (``onnxruntime.tools.convert_onnx_models_to_ort``): ``<stem>.ort`` and
+    ``<stem>.required_operators.config`` beside it, the latter being the file a minimal ONNX
+    Runtime build takes (``--minimal_build --include_ops_by_config``).
+
+    The graph is optimized ahead of time ("fixed" style) without the converter's x86-only
+    layout pass, so one file serves every CPU; for an arm64 ``target`` (an optimum preset name)
+    int8 QDQ nodes are kept as ONNX Runtime's arm kernels expect."""
+    import contextlib
+    import io
+
+    from onnxruntime.tools.convert_onnx_models_to_ort import (
+        OptimizationStyle,
+        convert_onnx_models_to_ort,
+    )
+
+    platform_name = "arm" if target == "arm64" else None
+    printed = io.StringIO()  # the converter prints its progress; keep it for the log
+    with contextlib.redirect_stdout(printed):
+        convert_onnx_models_to_ort(
+            onnx_path,
+            optimization_styles=[OptimizationStyle.Fixed],
+            target_platform=platform_name,
+        )
+    for line in printed.getvalue().splitlines():
+        log.debug("ORT format: %s", line)
+    ort_path = onnx_path.with_suffix(".ort")
+    config = onnx_path.with_suffix(".required_operators.config")
+    if not ort_path.exists() or not config.exists():
+        raise CompressError(
+            f"onnxruntime's ORT-format converter wrote no {ort_path.name} / {config.name} for "
+            f"{onnx_path}: {printed.getvalue().strip()[-300:]}"
+        )
+    # its header names the model by the absolute path it was converted at (a step's temporary
+    # directory): name the file a build is given beside it instead
+    lines = config.read_text(encoding="utf-8").splitlines()
+    config.write_text(
+        "\n".join(f"# - {ort_path.name}" if x.startswith("# - ") else x for x in lines) + "\n",
+        encoding="utf-8",
+    )
+    return ort_path, config
+
+
+def required_operators(config: Path) -> int:
+    """How many operators a required_operators.config names (lines ``domain;opset;op,op``)."""
+    count = 0
+    for line in config.read_text(encoding="utf-8").splitlines():
+        parts = line.split(";")
+        if not line.startswith("#") and len(parts) == 3:
+            count += len([op for op in parts[2].split(",") if op.strip()])
+    return count
+
+
+def ort_format_variant(
+    onnx_path: Path, target: str | None, batches, spans: bool
+) -> tuple[dict[str, Path], dict[str, Any]]:
+    """Write the ORT-format copy of ``onnx_path``, check it against the .onnx on ``batches``
+    and return it as an extra variant with what was measured."""
+    ort_path, config = write_ort_format(onnx_path, target)
+    check = compare_logits(onnx_reference(onnx_path), ort_path, batches, spans)
+    ops = required_operators(config)
+    details = {
+        "file": ort_path.name,
+        "required_operators": config.name,
+        "operators": ops,
+        "validation": check,
+        "mb": round(ort_path.stat().st_size / 1e6, 3),
+    }
+    log.info(
+        "ORT format %s vs %s: max |diff| %.2e, argmax agreement %.4f, %d operators",
+        ort_path.name,
+        onnx_path.name,
+        check["max_abs_diff"],
+        check["argmax_agreement"],
+        ops,
+    )
+    if check["max_abs_diff"] > ORT_FORMAT_ATOL or check["argmax_agreement"] < 1.0:
+        raise ValidationError(
+            f"the ORT-format model {ort_path.name} differs from {onnx_path.name} by "
+            f"{check['max_abs_diff']:.2e} (argmax agreement {check['argmax_agreement']:.4f}); "
+            "set ort_format: false and report it",
+            {"ort_format": details},
+        )
+    return {"ort format": ort_path}, details

@@ -45,6 +45,13 @@ class EvaluateConfig(BaseModel):
     repeats: int = Field(20, ge=1)
     max_examples: int | None = Field(None, ge=1, description="score on the first N examples")
     latency: bool = True
+    end_to_end: int = Field(
+        200,
+        ge=0,
+        description="texts of the scored split (spread over it) timed end to end on the CPU: "
+        "tokenizer plus model, batch 1, each at its own length, and in length-sorted batches "
+        "of the batch sizes; 0: none. Runs with latency",
+    )
     memory: bool = Field(True, description="peak CPU memory per model, in a fresh process")
     reference: str | None = Field(
         None, description="the step every row is compared with (Δ, speedup); default: the first"
@@ -60,6 +67,7 @@ KIND_NAMES = {
     "onnx": "an ONNX file",
     "bnb": "a bitsandbytes model",
     "openvino": "an OpenVINO model",
+    "executorch": "an ExecuTorch program",
 }
 
 

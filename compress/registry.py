@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 # What a step's output is: a PyTorch model directory, an ONNX file, a bitsandbytes directory
 # (a PyTorch directory that only loads with its quantization config), or an OpenVINO IR.
-ArtifactKind = Literal["torch", "onnx", "bnb", "openvino"]
+ArtifactKind = Literal["torch", "onnx", "bnb", "openvino", "executorch"]
 
 
 class StageConfig(BaseModel):

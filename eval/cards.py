@@ -41,7 +41,9 @@ def card_text(
 ) -> str:
     """The card of step ``name``; ``resolved`` is the run's recipe.resolved.yaml, if read."""
     entry = manifest.steps[name]
-    library = {"onnx": "onnx", "openvino": "openvino"}.get(entry.kind, "transformers")
+    library = {"onnx": "onnx", "openvino": "openvino", "executorch": "executorch"}.get(
+        entry.kind, "transformers"
+    )
     lines = [
         "---",
         "language: zh",
@@ -87,8 +89,9 @@ def card_text(
     ]
     for r in rows:
         b1 = r.latency_ms.get("b1")
+        runtime = r.runtime + (r.variant[len(name) :] if r.variant != name else "")
         lines.append(
-            f"| {r.runtime} | {r.device} | {r.precision} | {r.score * 100:.2f}{_ci(r.score_ci)} | "
+            f"| {runtime} | {r.device} | {r.precision} | {r.score * 100:.2f}{_ci(r.score_ci)} | "
             f"{_delta(r)} | {r.size_mb:.1f} | {'–' if b1 is None else f'{b1.p50:.1f}'} |"
         )
     if not rows:
@@ -105,7 +108,58 @@ def card_text(
     if notes:
         lines += ["", *notes]
     lines += ["", "## Use it", "", *_usage(manifest.path.parent, entry, report, resolved), ""]
+    if "ort_format" in details:
+        lines += _ort_format_usage(manifest.path.parent, entry, report, resolved)
     return "\n".join(lines)
+
+
+def _ort_format_usage(
+    root: Path, entry: StepEntry, report: Report, resolved: dict | None
+) -> list[str]:
+    """The ORT-format copy: what was checked, what an app bundles, and a snippet that loads
+    exactly that file."""
+    info = entry.details["ort_format"]
+    here = (root / (entry.output or "")).parent
+    check = info["validation"]
+    max_len = int(((resolved or {}).get("task") or {}).get("max_seq_len") or 128)
+    qa = report.metric == "qa_f1"
+    pair = "question, text" if qa else "[text]"
+    cut = (
+        f'truncation="only_second", max_length={max_len}'
+        if qa
+        else f"truncation=True, max_length={max_len}"
+    )
+    return [
+        "### ORT format (ONNX Runtime Mobile)",
+        "",
+        f"`{info['file']}` ({info['mb']:.2f} MB) is this model in ONNX Runtime's ORT format, "
+        f"optimized ahead of time; against the .onnx on dev examples: max |Δlogit| "
+        f"{check['max_abs_diff']:.1e}, argmax agreement {check['argmax_agreement']:.4f}.",
+        "",
+        f"An app bundles `{info['file']}` and the tokenizer's `vocab.txt` (BERT WordPiece; "
+        f"`tokenizer.json` for the tokenizers library). `{info['required_operators']}` lists "
+        f"the {info['operators']} operators it needs: give it to ONNX Runtime's build "
+        "(`--minimal_build --include_ops_by_config <file>`) for a runtime with only those.",
+        "",
+        "```python",
+        "import numpy as np",
+        "import onnxruntime as ort",
+        "from transformers import AutoTokenizer",
+        "",
+        f'model_dir = "{here}"  # this directory',
+        "tokenizer = AutoTokenizer.from_pretrained(model_dir)",
+        *(['question = "哪家店服务好？"'] if qa else []),
+        'text = "这家店的服务很好"  # a text of any length',
+        "session = ort.InferenceSession(",
+        f'    f"{{model_dir}}/{info["file"]}", providers=["CPUExecutionProvider"]',
+        ")",
+        f'feeds = tokenizer({pair}, {cut}, return_tensors="np")',
+        "names = {i.name for i in session.get_inputs()}",
+        "feeds = {k: v.astype(np.int64) for k, v in feeds.items() if k in names}",
+        "outputs = session.run(None, feeds)",
+        "```",
+        "",
+    ]
 
 
 def _data_section(report: Report, resolved: dict | None) -> list[str]:
@@ -139,7 +193,7 @@ def _usage(root: Path, entry: StepEntry, report: Report, resolved: dict | None =
     """A snippet that loads this very artifact with the library's own API and takes text of any
     length: it is cut (or, for QA, windowed) at the length the model was trained on."""
     path = root / (entry.output or "")
-    here = path.parent if entry.kind in ("onnx", "openvino") else path
+    here = path.parent if entry.kind in ("onnx", "openvino", "executorch") else path
     auto = AUTO_CLASSES.get(report.metric, "SequenceClassification")
     task = (resolved or {}).get("task", {})
     max_len = int(task.get("max_seq_len") or 128)
@@ -154,6 +208,8 @@ def _usage(root: Path, entry: StepEntry, report: Report, resolved: dict | None =
     head = [note, "", "```python"]
     text = 'text = "这家店的服务很好"  # a text of any length'
     question = 'question = "哪家店服务好？"'
+    if entry.kind == "executorch":
+        return [*head, *_executorch_usage(here, path, entry, max_len, qa)]
     if entry.kind in ("onnx", "openvino"):
         pair = "question, text" if qa else "[text]"
         cut = (
@@ -214,6 +270,42 @@ def _usage(root: Path, entry: StepEntry, report: Report, resolved: dict | None =
     ]
 
 
+def _executorch_usage(here: Path, path: Path, entry: StepEntry, max_len: int, qa: bool):
+    """A snippet over ExecuTorch's Python runtime (the C++ and Android/iOS runtimes take the same
+    file), and what an app bundles."""
+    info = entry.details or {}
+    pair = "question, text" if qa else "[text]"
+    cut = (
+        f'truncation="only_second", max_length={max_len}'
+        if qa
+        else f"truncation=True, max_length={max_len}"
+    )
+    portable = ", ".join(f"`{op}`" for op in info.get("portable_ops", {})) or "none"
+    return [
+        "from pathlib import Path",
+        "",
+        "from executorch.runtime import Runtime",
+        "from transformers import AutoTokenizer",
+        "",
+        f'model_dir = "{here}"  # this directory',
+        "tokenizer = AutoTokenizer.from_pretrained(model_dir)",
+        *(['question = "哪家店服务好？"'] if qa else []),
+        'text = "这家店的服务很好"  # a text of any length',
+        f'program = Runtime.get().load_program(Path(model_dir) / "{path.name}")',
+        'method = program.load_method("forward")',
+        f'enc = tokenizer({pair}, {cut}, return_tensors="pt")',
+        'inputs = [enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]]',
+        "logits = method.execute(inputs)[0]",
+        "```",
+        "",
+        f"An app bundles `{path.name}` and the tokenizer's `vocab.txt`, and links ExecuTorch's "
+        f"runtime with the XNNPACK backend ({info.get('delegated_nodes', '?')} nodes in "
+        f"{info.get('delegated_subgraphs', '?')} delegated subgraphs) and the portable kernels "
+        f"of what XNNPACK did not take: {portable}. It takes batches of up to "
+        f"{info.get('max_batch', '?')} texts of up to {info.get('max_len', '?')} tokens.",
+    ]
+
+
 def write_model_cards(root: Path, report: Report, manifest: Manifest) -> None:
     """A README.md beside every step output that the report measured."""
     resolved_path = root / "recipe.resolved.yaml"
@@ -230,7 +322,7 @@ def write_model_cards(root: Path, report: Report, manifest: Manifest) -> None:
             continue
         output = root / entry.output
         directory = output.parent if output.is_file() else output
-        rows = [r for r in report.rows if r.variant == name]
+        rows = [r for r in report.rows if r.step == name]
         (directory / "README.md").write_text(
             card_text(name, manifest, rows, report, resolved), encoding="utf-8"
         )

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from compress.eval.end_to_end import measure_end_to_end, text_sample
 from compress.eval.hardware import default_threads, hardware
 from compress.eval.latency import interleaved_timings, latency_batch, summarize, timed_call
 from compress.eval.memory import peak_rss_mb
@@ -87,7 +88,7 @@ def variants(manifest: Manifest, steps: list[str] | None = None) -> list[Variant
         target = (entry.details or {}).get("target")
         out.append(Variant(name, name, entry.stage, root / entry.output, target))
         for label, relative in entry.extra_variants.items():
-            out.append(Variant(f"{name} ({label})", name, entry.stage, root / relative))
+            out.append(Variant(f"{name} ({label})", name, entry.stage, root / relative, target))
     return out
 
 
@@ -136,10 +137,14 @@ def runs_for(variant: Variant, device: str, gpu_precisions: list[str]) -> list[s
     if kind == "onnx":
         if device == "cpu":
             return [None]
+        if variant.path.suffix == ".ort":  # ONNX Runtime Mobile's format: a CPU row
+            return []
         import onnxruntime as ort
 
         gpu_ok = "CUDAExecutionProvider" in ort.get_available_providers()
         return [None] if gpu_ok and not onnx_is_quantized(variant.path) else []
+    if kind == "executorch":  # a CPU path (XNNPACK), as on the phones it is for
+        return [None] if device == "cpu" else []
     if kind == "bnb":
         return [None]
     saved = torch_precision(variant.path)
@@ -252,6 +257,21 @@ def measure_memory(rows: list[MetricRow], cfg: EvaluateConfig, task_type: str, t
             row.memory_mb = peak
 
 
+def fits(rt: Runtime, batch_size: int, seq_len: int) -> bool:
+    """Whether ``rt`` takes a batch of this shape (an ExecuTorch program has a largest one)."""
+    if (rt.max_batch or batch_size) < batch_size or (rt.max_len or seq_len) < seq_len:
+        log.info(
+            "b%d x %d left out of a %s row: it takes %s x %s at most",
+            batch_size,
+            seq_len,
+            rt.runtime,
+            rt.max_batch,
+            rt.max_len,
+        )
+        return False
+    return True
+
+
 def measure_latency(
     loaded: list[tuple[MetricRow, Runtime]],
     cfg: EvaluateConfig,
@@ -271,16 +291,40 @@ def measure_latency(
                     rt.host_inputs,
                 )
                 for i, (_, rt) in enumerate(group)
+                if fits(rt, bs, cfg.seq_len)
             }
             times = interleaved_timings(calls, cfg.warmup, cfg.repeats, progress=bar.update)
             for i, (row, _) in enumerate(group):
-                row.latency_ms[f"b{bs}"] = Latency(**summarize(times[str(i)], bs))
+                if str(i) in times:
+                    row.latency_ms[f"b{bs}"] = Latency(**summarize(times[str(i)], bs))
         bar.close()
         ref = next((row for row, _ in group if row.variant == reference), group[0][0])
         for row, _ in group:
             row.speedup = {
                 b: round(ref.latency_ms[b].p50 / lat.p50, 3) for b, lat in row.latency_ms.items()
             }
+
+
+def end_to_end(
+    loaded: list[tuple[MetricRow, Runtime]], cfg: EvaluateConfig, task: TaskData, max_len: int
+) -> dict | None:
+    """The CPU rows timed as an app runs them, on ``cfg.end_to_end`` texts of the scored split."""
+    cpu = [(row, rt) for row, rt in loaded if row.device == "cpu"]
+    if not cpu:
+        return None
+    split = task.splits[cfg.split][: cfg.max_examples or None]
+    examples = [split[i] for i in text_sample(len(split), cfg.end_to_end)]
+    with_tokenizers = []
+    for row, rt in cpu:
+        path = Path(row.path)
+        with_tokenizers.append((row, rt, load_tokenizer(path.parent if path.is_file() else path)))
+    bar = tqdm(total=len(examples), desc="end to end cpu", unit="text")
+    lengths = measure_end_to_end(
+        with_tokenizers, task, examples, max_len, cfg.batch_sizes, cfg.warmup, progress=bar.update
+    )
+    bar.close()
+    lengths["split"] = cfg.split
+    return lengths
 
 
 def evaluate_artifacts(
@@ -326,8 +370,11 @@ def evaluate_artifacts(
     ref_counts = next((c for row, _, c in scored if row.variant == reference), None)
     if cfg.memory:
         measure_memory([row for row, _ in loaded if row.device == "cpu"], cfg, task.type, threads)
+    lengths = None
     if cfg.latency:
         measure_latency(loaded, cfg, reference)
+        if cfg.end_to_end:
+            lengths = end_to_end(loaded, cfg, task, max_seq_len)
     metrics = Metrics(
         recipe=name,
         task=task.name,
@@ -344,6 +391,7 @@ def evaluate_artifacts(
         versions=package_versions(),
         rows=[row for row, _ in loaded],
         majority=majority_baseline(task, cfg.split, cfg.max_examples, ref_counts),
+        end_to_end=lengths,
     )
     (root / "eval").mkdir(exist_ok=True)
     metrics.changed_since_last = keep_previous(root / "eval" / "metrics.json", metrics)

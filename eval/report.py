@@ -51,6 +51,9 @@ def recommendations(
     for device in sorted({r.device for r in rows}):
         timed = [r for r in ok if r.device == device and batch in r.latency_ms]
         out[f"fastest_{device}"] = min(timed, key=lambda r: r.latency_ms[batch].p50, default=None)
+        app = [r for r in ok if r.device == device and r.end_to_end is not None]
+        if app:  # what an app sees: the texts' own lengths, tokenizer included
+            out[f"fastest_{device}_end_to_end"] = min(app, key=lambda r: r.end_to_end.p50)
     return out
 
 
@@ -80,7 +83,7 @@ def _latency_cell(lat, speedup: float) -> str:
     return text + (" unstable" if lat.unstable else "")
 
 
-def _fmt_row(row: MetricRow, ref: MetricRow, batches: list[str]) -> str:
+def _fmt_row(row: MetricRow, ref: MetricRow, batches: list[str], e2e: bool = False) -> str:
     kept = 100 * row.score / ref.score if ref.score else float("nan")
     cells = [
         row.variant + (" †" if row.notes else ""),
@@ -98,12 +101,20 @@ def _fmt_row(row: MetricRow, ref: MetricRow, batches: list[str]) -> str:
     for b in batches:
         lat = row.latency_ms.get(b)
         cells.append("–" if lat is None else _latency_cell(lat, row.speedup[b]))
+    if e2e:
+        app = row.end_to_end
+        # no "unstable" mark: its blocks hold different texts, so they differ by length too
+        cells.append("–" if app is None else f"{app.p50:.1f} / {app.p90:.1f}")
+        cells.append(
+            ", ".join(f"{b} {v:,.0f}" for b, v in row.end_to_end_throughput.items()) or "–"
+        )
     cells.append("–" if row.memory_mb is None else f"{row.memory_mb:.0f}")
     return "| " + " | ".join(cells) + " |"
 
 
 def _table(rows: list[MetricRow], ref: MetricRow, title: str) -> list[str]:
     batches = sorted({b for r in rows for b in r.latency_ms}, key=lambda b: int(b[1:]))
+    e2e = any(r.end_to_end is not None for r in rows)
     em = all("em" in r.other_scores for r in rows)  # QA: EM beside the F1 score
     head = (
         [
@@ -120,15 +131,38 @@ def _table(rows: list[MetricRow], ref: MetricRow, title: str) -> list[str]:
             "kept",
         ]
         + [f"{b} p50 ±IQR/2 ms (speedup)" for b in batches]
+        + (
+            ["end to end b1 p50 / p90 ms", "end to end texts/s (length-sorted batches)"]
+            if e2e
+            else []
+        )
         + ["peak MB"]
     )
     notes = [f"- † `{r.variant}` ({r.runtime} {r.precision}): {n}" for r in rows for n in r.notes]
     return (
         [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        + [_fmt_row(r, ref, batches) for r in rows]
+        + [_fmt_row(r, ref, batches, e2e) for r in rows]
         + [""]
         + ([*notes, ""] if notes else [])
     )
+
+
+def _end_to_end_text(report: Report) -> list[str]:
+    info = report.end_to_end
+    if not info:
+        return []
+    tokens, chars = info["tokens"], info["characters"]
+    return [
+        f"End to end: what an app sees, on {info['texts']} texts spread over the "
+        f"{info.get('split', report.split)} split, one at a time at its own length (cut at "
+        f"{info['max_len']} tokens), tokenizer included; the fixed-shape columns pad every row "
+        f"to {report.rows[0].seq_len if report.rows else '?'} tokens and leave the tokenizer out. "
+        f"The texts: {tokens['p50']:.0f} tokens at the median (p10 {tokens['p10']:.0f}, p90 "
+        f"{tokens['p90']:.0f}, max {tokens['max']:.0f}); {chars['p50']:.0f} characters at the "
+        f"median (p90 {chars['p90']:.0f}, max {chars['max']:.0f}). Texts/s: the same texts "
+        "sorted by length and run in batches of each size, padded to each batch's longest.",
+        "",
+    ]
 
 
 def _cpus(hw: dict) -> str:
@@ -342,6 +376,7 @@ def render_markdown(report: Report) -> str:
         group = [r for r in rows if r.device == device]
         if group:
             lines += _table(group, report.reference_row(device) or group[0], title)
+    lines += _end_to_end_text(report)
     if report.majority is not None:
         m = report.majority
         lines += [
@@ -370,7 +405,9 @@ def render_markdown(report: Report) -> str:
     lines += ["## Recommended", ""]
     labels = {
         "smallest": f"Smallest within 1 point of `{report.reference}` (paired interval above -1)",
-        "fastest_cpu": "Fastest on CPU (batch 1) within 1 point",
+        "fastest_cpu": "Fastest on CPU (batch 1, fixed shape) within 1 point",
+        "fastest_cpu_end_to_end": "Fastest on CPU end to end (batch 1, the texts' own lengths, "
+        "tokenizer included) within 1 point",
         "fastest_cuda": "Fastest on GPU (batch 1) within 1 point",
     }
     for key, label in labels.items():

@@ -18,12 +18,12 @@ from compress.models import load_errors, model_class, source_error
 from compress.onnx import stack_outputs
 from compress.scoring import Forward, torch_forward
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".data")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".data", ".ort", ".pte")
 
 
 @dataclass
 class Runtime:
-    runtime: str  # pytorch | onnxruntime | openvino | bitsandbytes
+    runtime: str  # pytorch | onnxruntime | openvino | bitsandbytes | executorch
     device: str  # cpu | cuda
     precision: str  # fp32 | fp16 | bf16 | int8 | nf4 | fp4
     forward: Forward
@@ -35,6 +35,9 @@ class Runtime:
     # the inputs it takes live on the host (ONNX Runtime copies them to its device itself):
     # latency batches stay there, and are timed by the wall clock
     host_inputs: bool = False
+    # the largest batch and sequence it takes (an ExecuTorch program's bounds), where bounded
+    max_batch: int | None = None
+    max_len: int | None = None
 
 
 class ProviderFallback(CompressError):
@@ -42,12 +45,14 @@ class ProviderFallback(CompressError):
 
 
 def artifact_kind(path: Path) -> str:
-    """``onnx`` for an ONNX file, ``openvino`` for an IR's .xml, ``bnb`` for a bitsandbytes
-    directory, else ``torch``."""
-    if path.suffix == ".onnx":
+    """``onnx`` for an ONNX file or its ORT-format copy (.ort), ``openvino`` for an IR's .xml,
+    ``bnb`` for a bitsandbytes directory, else ``torch``."""
+    if path.suffix in (".onnx", ".ort"):
         return "onnx"
     if path.suffix == ".xml":
         return "openvino"
+    if path.suffix == ".pte":
+        return "executorch"
     return "bnb" if "quantization_config" in _config(path) else "torch"
 
 
@@ -56,10 +61,22 @@ QUANTIZED_OPS = ("MatMulInteger", "QLinearMatMul", "DynamicQuantizeLinear", "Qua
 
 def onnx_is_quantized(path: Path, graph=None) -> bool:
     """Whether an ONNX model computes in int8: decided by its graph, never by its file name."""
+    graph = graph if graph is not None else onnx_graph(path)
+    return any(n.op_type in QUANTIZED_OPS for n in graph.node)
+
+
+def onnx_graph(path: Path):
+    """The ONNX graph of ``path``; for an ORT-format file (a flatbuffer the onnx package cannot
+    read), that of the .onnx it was converted from, which the converter leaves beside it."""
     import onnx
 
-    graph = graph if graph is not None else onnx.load(str(path), load_external_data=False).graph
-    return any(n.op_type in QUANTIZED_OPS for n in graph.node)
+    source = path.with_suffix(".onnx") if path.suffix == ".ort" else path
+    if not source.exists():
+        raise CompressError(
+            f"{path}: the .onnx it was converted from ({source.name}) is not beside it; the "
+            "evaluator reads the graph's parameters and int8 ops from it"
+        )
+    return onnx.load(str(source), load_external_data=False).graph
 
 
 def size_mb(path: Path) -> float:
@@ -96,6 +113,8 @@ def load_runtime(
         return _onnx_runtime(path, device, threads)
     if kind == "openvino":
         return _openvino_runtime(path, device, threads, precision)
+    if kind == "executorch":
+        return _executorch_runtime(path, device, threads)
     cls = model_class(task_type)
     if kind == "bnb":
         model = _load(cls, path, device_map={"": device})
@@ -139,7 +158,6 @@ def count_weights(model) -> int:
 
 
 def _onnx_runtime(path: Path, device: str, threads: int) -> Runtime:
-    import onnx
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -163,7 +181,7 @@ def _onnx_runtime(path: Path, device: str, threads: int) -> Runtime:
             "build: GPU rows need onnxruntime-gpu for this CUDA version in its place"
         )
     names = {i.name for i in session.get_inputs()}
-    graph = onnx.load(str(path), load_external_data=False).graph
+    graph = onnx_graph(path)
     params = sum(int(np.prod(t.dims)) for t in graph.initializer if len(t.dims) >= 1)
     quantized = onnx_is_quantized(path, graph)
 
@@ -194,3 +212,28 @@ def _openvino_runtime(path: Path, device: str, threads: int, precision: str | No
     prec = "int8" if int8 else precision or "fp32"
     forward = ov_forward(path, threads, "bf16" if prec == "bf16" else "fp32", model)
     return Runtime("openvino", device, prec, forward, _config(path)["vocab_size"], ir_params(model))
+
+
+def _executorch_runtime(path: Path, device: str, threads: int) -> Runtime:
+    from compress.executorch import DETAILS, pte_forward
+
+    if device != "cpu":
+        raise CompressError(f"{path}: ExecuTorch programs are evaluated on the CPU only")
+    try:
+        info = json.loads((path.parent / DETAILS).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CompressError(
+            f"{path}: cannot read {DETAILS} beside it ({exc}); run the step that wrote it again"
+        ) from exc
+    return Runtime(
+        "executorch",
+        device,
+        info["precision"],
+        pte_forward(path, threads),
+        _config(path)["vocab_size"],
+        info["params"],
+        scoring_batch=min(64, info["max_batch"]),
+        host_inputs=True,
+        max_batch=info["max_batch"],
+        max_len=info["max_len"],
+    )

@@ -49,6 +49,10 @@ class MetricRow(BaseModel):
     memory_mb: float | None = None
     latency_ms: dict[str, Latency] = Field(default_factory=dict)  # "b1" -> latency
     speedup: dict[str, float] = Field(default_factory=dict)  # over the reference, same device
+    # what an app sees (CPU rows): tokenizer + model, batch 1, each scored text at its own length
+    end_to_end: Latency | None = None
+    # texts per second over the same texts in length-sorted batches: "b8" -> texts/s
+    end_to_end_throughput: dict[str, float] = Field(default_factory=dict)
     # what the row's artifact was built for (e.g. an int8 preset), where it says
     target: str | None = None
     notes: list[str] = Field(default_factory=list)  # shown beside the row in the report
@@ -136,6 +140,8 @@ class Metrics(BaseModel):
     rows: list[MetricRow]
     majority: Baseline | None = None
     changed_since_last: list[str] = Field(default_factory=list)  # latencies that moved
+    # the texts the end-to-end latency ran on: how many, their token and character lengths
+    end_to_end: dict[str, Any] | None = None
     # with ``seeds:`` in the recipe: scores over the repeated runs
     seed_rows: list[SeedRow] = Field(default_factory=list)
     seed_pairs: list[SeedPair] = Field(default_factory=list)

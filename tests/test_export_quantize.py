@@ -18,8 +18,8 @@ from tests.conftest import (
 )
 
 STEPS = [
-    {"name": "fp32-onnx", "stage": "export"},
-    {"name": "int8-dynamic", "stage": "quantize", "input": "fp32-onnx"},
+    {"name": "fp32-onnx", "stage": "export", "ort_format": True},
+    {"name": "int8-dynamic", "stage": "quantize", "input": "fp32-onnx", "ort_format": True},
     {
         "name": "int8-static",
         "stage": "quantize",
@@ -187,7 +187,8 @@ def test_model_card_snippet_loads_the_model(run, name, length):
     assert "- Labels (id order): `negative`, `positive`." in card
     assert "- Examples as loaded: train 160, dev 40, test 40." in card
     assert "Trained on texts cut at 32 tokens: a longer text is cut the same way." in card
-    (code,) = re.findall(r"```python\n(.*?)```", card, flags=re.S)
+    # the first snippet loads the step's artifact (an ORT-format copy has its own after it)
+    code = re.findall(r"```python\n(.*?)```", card, flags=re.S)[0]
     if length != "as written":
         text = ("服务很好，菜也好吃，下次还来。" * 200)[:length]
         code, n = re.subn(r'^text = ".*"', f"text = {text!r}", code, flags=re.M)
@@ -402,3 +403,150 @@ def test_cuda_rows(tmp_path, cls_files):
     assert {("teacher", "fp32"), ("teacher", "fp16"), ("bnb", "int8")} <= cuda
     assert ("int8", "int8") not in cuda  # ORT int8 is a CPU path
     assert report["hardware"]["gpu"] and (root / "pareto.png").exists()
+
+
+def test_ort_format_written_validated_scored_and_carded(run):
+    """ort_format: the .ort and its required_operators.config beside the .onnx (onnxruntime's
+    own converter), checked against the .onnx, a row of its own, and a card snippet that loads
+    exactly that file."""
+    import re
+
+    root, report, steps = run
+    for name, stem in (("fp32-onnx", "model"), ("int8-dynamic", "model_quantized")):
+        info = steps[name]["details"]["ort_format"]
+        here = (root / steps[name]["output"]).parent
+        assert info["file"] == f"{stem}.ort" and (here / info["file"]).is_file()
+        config = (here / info["required_operators"]).read_text()
+        assert info["required_operators"] == f"{stem}.required_operators.config"
+        # the header names the bundled file, not the step's temporary directory
+        assert f"# - {stem}.ort" in config and ".partial" not in config
+        assert re.search(r"^ai\.onnx;\d+;.*Gather", config, flags=re.M)
+        assert info["operators"] >= 10
+        assert info["validation"]["argmax_agreement"] == 1.0
+        assert info["validation"]["max_abs_diff"] <= 1e-3
+        assert steps[name]["extra_variants"]["ort format"].endswith(f"/{stem}.ort")
+        row = Rows(report["rows"])[f"{name} (ort format)"]
+        onnx_row = Rows(report["rows"])[name]
+        assert row["runtime"] == "onnxruntime" and row["precision"] == onnx_row["precision"]
+        assert row["params"] == onnx_row["params"] and "b1" in row["latency_ms"]
+        assert row["size_mb"] == pytest.approx(info["mb"], abs=0.01)
+        assert row["score"] == onnx_row["score"]  # the same graph, the same predictions
+        card = (here / "README.md").read_text()
+        assert "### ORT format (ONNX Runtime Mobile)" in card
+        assert f"| onnxruntime (ort format) | cpu | {row['precision']} |" in card
+        code = re.findall(r"```python\n(.*?)```", card, flags=re.S)[-1]
+        assert f'{info["file"]}"' in code
+        scope: dict = {}
+        exec(code, scope)
+        assert scope["session"]._model_path.endswith(info["file"])
+        assert np.asarray(scope["outputs"][0]).shape == (1, 2)
+    # quantized for a target: the .ort keeps the int8 graph (ONNX Runtime reads int8 ops in it)
+    assert Rows(report["rows"])["int8-dynamic (ort format)"]["precision"] == "int8"
+
+
+def test_ort_format_needs_its_onnx_beside_it(run, tmp_path):
+    """The evaluator reads an .ort file's parameters and int8 ops from the .onnx it came from;
+    without it, one clear error naming both."""
+    import shutil
+
+    from compress.eval.runtimes import load_runtime
+
+    root, _, steps = run
+    ort_file = root / steps["int8-dynamic"]["extra_variants"]["ort format"]
+    shutil.copy(ort_file, tmp_path / ort_file.name)
+    shutil.copy(ort_file.parent / "config.json", tmp_path / "config.json")
+    with pytest.raises(CompressError, match="model_quantized.onnx.*is not beside it"):
+        load_runtime(tmp_path / ort_file.name, "classification", "cpu", 1)
+
+
+def test_end_to_end_rows_time_the_test_texts_at_their_own_length(run):
+    """Every CPU row has an end-to-end latency and bucketed throughput; the texts are the
+    scored split's, and the report's CPU table and text show them."""
+    from compress.eval.end_to_end import text_sample, token_lengths
+
+    from compress.models import load_tokenizer
+    from compress.tasks import load_task
+
+    root, report, steps = run
+    info = report["end_to_end"]
+    assert info["split"] == "test" and info["texts"] == 40  # all 40 (the default asks 200)
+    for row in report["rows"]:
+        assert row["end_to_end"]["p50"] > 0 and row["end_to_end"]["p90"] >= row["end_to_end"]["p50"]
+        assert set(row["end_to_end_throughput"]) == {"b4"}  # the batch sizes above 1
+    # the lengths are those of the test texts as the first row's tokenizer cuts them
+    import yaml
+
+    from compress.tasks.config import TaskConfig
+
+    resolved = yaml.safe_load((root / "recipe.resolved.yaml").read_text())
+    task = load_task(TaskConfig.model_validate(resolved["task"]))
+    split = task.splits["test"]
+    sample = [split[i] for i in text_sample(len(split), 200)]
+    lengths = token_lengths(load_tokenizer(root / steps["teacher"]["output"]), task, sample, 32)
+    assert info["tokens"]["p50"] == pytest.approx(float(np.median(lengths)))
+    assert info["tokens"]["max"] == max(lengths) < 32  # short texts, not the padded 16 or 32
+    md = (root / "report.md").read_text()
+    assert "end to end b1 p50 / p90 ms" in md and "End to end: what an app sees, on 40 texts" in md
+    assert "Fastest on CPU end to end" in md
+
+
+def test_end_to_end_includes_the_tokenizer(run):
+    """A deliberately slow tokenizer (5 ms a call) shows in the end-to-end latency of a model
+    that takes no time, and only there."""
+    import time
+
+    from compress.eval.end_to_end import measure_end_to_end
+    from compress.eval.schema import MetricRow
+
+    from compress.models import load_tokenizer
+    from compress.tasks import Example, TaskData
+
+    root, _, steps = run
+    tokenizer = load_tokenizer(root / steps["teacher"]["output"])
+
+    class Slow:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __call__(self, *args, **kwargs):
+            time.sleep(0.005)
+            return self.inner(*args, **kwargs)
+
+    class Instant:
+        max_batch = None
+
+        @staticmethod
+        def forward(batch):
+            return np.zeros((batch["input_ids"].shape[0], 2))
+
+    def row(name):
+        return MetricRow(
+            variant=name,
+            step=name,
+            stage="finetune",
+            runtime="onnxruntime",
+            device="cpu",
+            precision="fp32",
+            params=1,
+            size_mb=0.1,
+            score=0.5,
+            seq_len=16,
+            path="x",
+        )
+
+    task = TaskData("t", "classification", ["neg", "pos"], {})
+    examples = [Example(text="好东西很满意" * (i % 3 + 1), label="pos") for i in range(20)]
+    fast, slow = row("fast"), row("slow")
+    info = measure_end_to_end(
+        [(fast, Instant(), tokenizer), (slow, Instant(), Slow(tokenizer))],
+        task,
+        examples,
+        32,
+        [1, 4],
+        warmup=1,
+    )
+    assert slow.end_to_end.p50 - fast.end_to_end.p50 >= 4.0
+    assert fast.end_to_end.p50 < 4.0
+    # bucketed: 5 batches of 4, one tokenizer call each: 5 x 5 ms for 20 texts at least
+    assert slow.end_to_end_throughput["b4"] <= 20 / 0.025
+    assert info["texts"] == 20 and info["characters"]["max"] == 18

@@ -10,7 +10,13 @@ from typing import Literal
 from pydantic import Field
 
 from compress.models import load_model, load_tokenizer
-from compress.onnx import ValidationError, compare_logits, torch_reference, validation_batches
+from compress.onnx import (
+    ValidationError,
+    compare_logits,
+    ort_format_variant,
+    torch_reference,
+    validation_batches,
+)
 from compress.registry import ArtifactKind, StageConfig, StageContext, StageResult, stage
 
 log = logging.getLogger(__name__)
@@ -31,6 +37,12 @@ class ExportConfig(StageConfig):
     )
     atol: float = Field(1e-4, gt=0, description="largest allowed logit difference")
     validation_examples: int = Field(64, ge=1, description="dev examples compared with PyTorch")
+    ort_format: bool = Field(
+        False,
+        description="also write it in ONNX Runtime's ORT format (.ort, for ONNX Runtime Mobile "
+        "and minimal builds) with its required_operators.config; checked against the .onnx "
+        "and evaluated as a row of its own",
+    )
 
     def produces(self, input_kind: ArtifactKind | None) -> ArtifactKind:
         return "onnx"
@@ -84,4 +96,9 @@ def export(cfg: ExportConfig, src: Path | None, ctx: StageContext) -> StageResul
             "raise export.atol if this is expected (e.g. with optimize: O2), or report a bug",
             details,
         )
-    return StageResult(onnx_path, details)
+    extra = {}
+    if cfg.ort_format:
+        extra, details["ort_format"] = ort_format_variant(
+            onnx_path, None, batches, ctx.task.type == "qa"
+        )
+    return StageResult(onnx_path, details, extra)

@@ -1,5 +1,6 @@
 """Stage ``quantize``: ONNX Runtime int8 (dynamic or static), OpenVINO (NNCF int8 or fp32 IR),
-bitsandbytes int8/nf4/fp4, or a half-precision cast. The input artifact stays; the quantized one
+bitsandbytes int8/nf4/fp4, an ExecuTorch program (XNNPACK fp32 or int8), or a half-precision
+cast. The input artifact stays; the quantized one
 is a new step output."""
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from compress.onnx import (
     compare_logits,
     cpu_preset,
     onnx_reference,
+    ort_format_variant,
     ort_quantize,
+    torch_reference,
     validation_batches,
 )
 from compress.registry import ArtifactKind, StageConfig, StageContext, StageResult, stage
@@ -75,6 +78,12 @@ class OnnxRuntimeQuantize(_FromOnnx):
     calibration: Literal["minmax", "percentile"] = Field("minmax", description="static mode")
     calibration_examples: int = Field(128, ge=1, description="static mode")
     percentile: float = Field(99.999, gt=50, le=100, description="static percentile mode")
+    ort_format: bool = Field(
+        False,
+        description="also write it in ONNX Runtime's ORT format (.ort, for ONNX Runtime Mobile "
+        "and minimal builds, optimized for the target) with its required_operators.config; "
+        "checked against the .onnx and evaluated as a row of its own",
+    )
 
     def produces(self, input_kind: ArtifactKind | None) -> ArtifactKind:
         return "onnx"
@@ -149,6 +158,43 @@ class BitsAndBytesQuantize(QuantizeConfig):
         return "bnb"
 
 
+class ExecuTorchLower(QuantizeConfig):
+    """An ExecuTorch program (.pte) of a PyTorch model, XNNPACK-delegated: fp32, or int8 through
+    PT2E quantization with XNNPACK's quantizer (a CPU path: phones and boards; the evaluator
+    runs it with ExecuTorch's Python runtime). Needs the executorch extra."""
+
+    backend: Literal["executorch"] = "executorch"
+    precision: Literal["fp32", "int8"] = Field(
+        "fp32",
+        description="int8: symmetric per-channel weights, static activations calibrated on "
+        "train examples",
+    )
+    calibration_examples: int = Field(128, ge=1, description="int8: train examples")
+    max_batch: int = Field(
+        64,
+        ge=1,
+        le=4096,
+        description="the largest batch the program takes (its sequence length goes up to the "
+        "task's max_seq_len); the evaluator leaves larger latency batch sizes out",
+    )
+    atol: float = Field(
+        1e-4, gt=0, description="fp32: largest allowed logit difference from PyTorch"
+    )
+
+    def produces(self, input_kind: ArtifactKind | None) -> ArtifactKind:
+        return "executorch"
+
+    def check(self, configs) -> list[str]:
+        other = {"int8": {"atol"}, "fp32": {"calibration_examples"}}[self.precision]
+        given = other & self.model_fields_set
+        if given:
+            return [
+                f"{', '.join(sorted(given))}: not an option of precision {self.precision} "
+                f"(it would be ignored); drop it or change precision"
+            ]
+        return []
+
+
 class TorchCast(QuantizeConfig):
     """A half-precision copy of a PyTorch model directory."""
 
@@ -160,6 +206,7 @@ BACKENDS: dict[str, type[QuantizeConfig]] = {
     "onnxruntime": OnnxRuntimeQuantize,
     "openvino": OpenVinoQuantize,
     "bitsandbytes": BitsAndBytesQuantize,
+    "executorch": ExecuTorchLower,
     "torch": TorchCast,
 }
 
@@ -282,6 +329,60 @@ def quantize_bnb(cfg: BitsAndBytesQuantize, src: Path, ctx: StageContext, out: P
     return out, {"bits": cfg.bits, "device": device, "config": saved}
 
 
+def lower_executorch(cfg: ExecuTorchLower, src: Path, ctx: StageContext, out: Path):
+    """The .pte program, checked against the PyTorch model on dev examples."""
+    from compress import executorch as et
+
+    et.require_executorch()
+    model, tokenizer = load_model(src, ctx.task.type), load_tokenizer(src)
+    calibration = None
+    if cfg.precision == "int8":
+        enc = encode(
+            ctx.task.splits["train"][: cfg.calibration_examples],
+            tokenizer,
+            ctx.task,
+            ctx.max_seq_len,
+        )
+        calibration = [
+            collate(enc, list(range(i, min(i + 16, len(enc)))), with_labels=False)
+            for i in range(0, len(enc), 16)
+        ]
+    log.info("lowering to ExecuTorch (%s, XNNPACK); this takes a minute or two", cfg.precision)
+    program, details = et.lower(model, cfg.precision, ctx.max_seq_len, cfg.max_batch, calibration)
+    produced = out / "model.pte"
+    produced.write_bytes(program)
+    for name in SIDE_FILES:
+        if (src / name).exists():
+            shutil.copy(src / name, out / name)
+    batches = validation_batches(ctx.task, tokenizer, ctx.max_seq_len, 64, min(16, cfg.max_batch))
+    check = compare_logits(
+        torch_reference(model), et.pte_forward(produced), batches, ctx.task.type == "qa"
+    )
+    details |= {
+        "validation": check,
+        "params": sum(p.numel() for p in model.parameters()),
+    }
+    if cfg.precision == "int8":
+        details["calibration_examples"] = len(enc)
+    (out / et.DETAILS).write_text(json.dumps(details, indent=1), encoding="utf-8")
+    log.info(
+        "ExecuTorch %s vs PyTorch: max |diff| %.3g, argmax agreement %.4f; %d nodes delegated "
+        "to XNNPACK, %d left to portable kernels",
+        cfg.precision,
+        check["max_abs_diff"],
+        check["argmax_agreement"],
+        details["delegated_nodes"],
+        details["portable_nodes"],
+    )
+    if cfg.precision == "fp32" and check["max_abs_diff"] > cfg.atol:
+        raise ValidationError(
+            f"the ExecuTorch program's logits differ from PyTorch's by "
+            f"{check['max_abs_diff']:.2e} > atol {cfg.atol:g}; raise atol if this is expected",
+            details,
+        )
+    return produced, details
+
+
 def cast_torch(cfg: TorchCast, src: Path, ctx: StageContext, out: Path):
     import torch
 
@@ -303,7 +404,15 @@ def quantize(cfg: QuantizeConfig, src: Path | None, ctx: StageContext) -> StageR
         produced, details = quantize_openvino(cfg, src, ctx, out)
     elif isinstance(cfg, BitsAndBytesQuantize):
         produced, details = quantize_bnb(cfg, src, ctx, out)
+    elif isinstance(cfg, ExecuTorchLower):
+        produced, details = lower_executorch(cfg, src, ctx, out)
     else:
         assert isinstance(cfg, TorchCast)
         produced, details = cast_torch(cfg, src, ctx, out)
-    return StageResult(produced, details)
+    extra = {}
+    if isinstance(cfg, OnnxRuntimeQuantize) and cfg.ort_format:
+        batches = validation_batches(ctx.task, load_tokenizer(out), ctx.max_seq_len, 64)
+        extra, details["ort_format"] = ort_format_variant(
+            produced, details["target"], batches, ctx.task.type == "qa"
+        )
+    return StageResult(produced, details, extra)
