@@ -25,8 +25,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps textpruner==1.1.post2
 	touch $(STAMP)
 
-# the tests also exercise the TensorFlow checkpoint conversion and ExecuTorch (optional extras)
+# the tests also exercise the TensorFlow checkpoint conversion (an optional extra)
 $(VENV)/.installed-tf: $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[dev,tf]'
+	touch $@
+
+# the slow suite adds ExecuTorch (an optional extra: a minute to install, a minute or two to
+# lower each tiny program), so that `make test` stays within ten minutes with its install
+$(VENV)/.installed-et: $(VENV)/.installed-tf pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev,tf,executorch]'
 	touch $@
 
@@ -40,7 +46,7 @@ test: $(VENV)/.installed-tf
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 # real-shape smoke runs (LERT-large/base/small-shaped checkpoints) and plain-client checks
-test-slow: $(VENV)/.installed-tf
+test-slow: $(VENV)/.installed-et
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -188,3 +188,6 @@ class Report(Metrics):
     kd_search: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # KD students whose dev score is below their no-KD twin's
     kd_below_no_kd: list[dict[str, Any]] = Field(default_factory=list)
+    # converted artifacts checked against their source on dev examples: one per variant, with
+    # "variant", "file", "against", "max_abs_diff", "argmax_agreement"
+    checked_against_source: list[dict[str, Any]] = Field(default_factory=list)

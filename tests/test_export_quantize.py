@@ -442,6 +442,18 @@ def test_ort_format_written_validated_scored_and_carded(run):
         assert np.asarray(scope["outputs"][0]).shape == (1, 2)
     # quantized for a target: the .ort keeps the int8 graph (ONNX Runtime reads int8 ops in it)
     assert Rows(report["rows"])["int8-dynamic (ort format)"]["precision"] == "int8"
+    # report.md shows each conversion's check against what it was converted from
+    checks = {c["variant"]: c for c in report["checked_against_source"]}
+    ort = steps["int8-dynamic"]["details"]["ort_format"]
+    assert checks["int8-dynamic (ort format)"]["against"] == "`int8-dynamic` (model_quantized.onnx)"
+    assert checks["int8-dynamic (ort format)"]["max_abs_diff"] == ort["validation"]["max_abs_diff"]
+    assert checks["int8-dynamic"]["against"] == "`fp32-onnx` (model.onnx)"
+    assert checks["fp32-onnx"]["against"].startswith("`teacher`")
+    md = (root / "report.md").read_text()
+    start = f"| int8-dynamic (ort format) | model_quantized.ort ({ort['operators']} operators) |"
+    line = next(x for x in md.splitlines() if x.startswith(start))
+    assert "| `int8-dynamic` (model_quantized.onnx) |" in line
+    assert f"{ort['validation']['argmax_agreement']:.4f}" in line
 
 
 def test_ort_format_needs_its_onnx_beside_it(run, tmp_path):
