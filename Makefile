@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps textpruner==1.1.post2
 	touch $(STAMP)
 
-# the tests also exercise the TensorFlow checkpoint conversion (an optional extra)
+# the slow tests also exercise the TensorFlow checkpoint conversion (an optional extra)
 $(VENV)/.installed-tf: $(STAMP) pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev,tf]'
 	touch $@
@@ -42,10 +42,11 @@ run: $(STAMP)
 	$(BIN)/lert-compress run $(recipe) --out $(OUT) --nproc $(NPROC) $(ARGS)
 
 # everything not marked slow: the unit tests, the fault suite, tiny end-to-end runs
-test: $(VENV)/.installed-tf
+test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
-# real-shape smoke runs (LERT-large/base/small-shaped checkpoints) and plain-client checks
+# real-shape smoke runs (LERT-large/base/small-shaped checkpoints), plain-client checks, the
+# TensorFlow conversion and ExecuTorch
 test-slow: $(VENV)/.installed-et
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 

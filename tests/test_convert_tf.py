@@ -16,6 +16,9 @@ import sys
 import numpy as np
 import pytest
 
+# TensorFlow is the tf extra, installed for make test-slow only (a minute of install and of
+# import time that make test's ten minutes cannot spare)
+pytestmark = pytest.mark.slow
 tf = pytest.importorskip("tensorflow", reason="the tf extra is not installed")
 
 HIDDEN, LAYERS, HEADS, FFN, VOCAB = 32, 2, 2, 64, 50
