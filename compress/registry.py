@@ -107,6 +107,9 @@ class StageResult:
     details: dict[str, Any] = field(default_factory=dict)
     # label -> path inside the step directory, evaluated as rows of their own
     extra_variants: dict[str, Path] = field(default_factory=dict)
+    # the output's kind where only the run decides it (a fit step's winner: ONNX or OpenVINO);
+    # None: the kind ``produces`` declared
+    kind: ArtifactKind | None = None
 
 
 StageFn = Callable[[Any, Path | None, StageContext], StageResult]

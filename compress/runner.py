@@ -209,6 +209,7 @@ def _run_one(
             "extra_variants": extra,
             "seconds": round(time.perf_counter() - start, 1),
             "details": result.details,
+            "kind": result.kind or entry.kind,
         }
     )
     manifest.set(step.name, entry)

@@ -61,24 +61,30 @@ def optimize_onnx(directory: Path, level: str) -> Path:
     return directory / "model_optimized.onnx"
 
 
-@stage("export", ExportConfig)
-def export(cfg: ExportConfig, src: Path | None, ctx: StageContext) -> StageResult:
+def onnx_export(src: Path, out: Path, task_type: str, opset: int = 18) -> Path:
+    """``src`` (a PyTorch model directory) as ``out/model.onnx`` with dynamic batch and sequence
+    axes, its tokenizer files beside it; not validated (the callers compare logits)."""
     from optimum.exporters.onnx import main_export
 
-    assert src is not None
-    out = ctx.step_dir / "model"
     main_export(
         str(src),
         out,
-        task=OPTIMUM_TASKS[ctx.task.type],
-        opset=cfg.opset,
+        task=OPTIMUM_TASKS[task_type],
+        opset=opset,
         do_validation=False,
         local_files_only=True,
     )
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         if (src / name).exists() and not (out / name).exists():
             shutil.copy(src / name, out / name)
-    onnx_path = out / "model.onnx"
+    return out / "model.onnx"
+
+
+@stage("export", ExportConfig)
+def export(cfg: ExportConfig, src: Path | None, ctx: StageContext) -> StageResult:
+    assert src is not None
+    out = ctx.step_dir / "model"
+    onnx_path = onnx_export(src, out, ctx.task.type, cfg.opset)
     if cfg.optimize != "none":
         onnx_path = optimize_onnx(out, cfg.optimize)
     model, tokenizer = load_model(src, ctx.task.type), load_tokenizer(src)
