@@ -104,6 +104,18 @@ def card_text(
             f"({details.get('target_source', 'as recorded')}) on a "
             f"`{details.get('built_on', '?')}` machine: run it on a CPU of that kind.",
         ]
+    if entry.stage == "fit" and details.get("winner"):
+        from compress.eval.report import budget_text
+
+        check = details.get("probe_check") or {}
+        lines += [
+            "",
+            f"Chosen by a fit search as `{details['winner']}` ({details['objective']}) among "
+            f"{details['probed']} candidates, {details['trained']} trained. The budget it meets: "
+            f"{budget_text(details['budget'], details['probe'])}, measured on the machine that "
+            f"built it ({details['probe']['preset']}), not necessarily yours"
+            + (f"; its latency there: {check['trained_p50']:.2f} ms p50." if check else "."),
+        ]
     notes = [f"- {r.runtime} {r.precision} on {r.device}: {n}" for r in rows for n in r.notes]
     if notes:
         lines += ["", *notes]

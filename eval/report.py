@@ -281,6 +281,71 @@ def _kd_search(report: Report) -> list[str]:
     return lines
 
 
+def budget_text(budget: dict, probe: dict) -> str:
+    """A fit step's budget in words (the batch and sequence its latency is for)."""
+    parts = []
+    if budget.get("latency_ms") is not None:
+        parts.append(
+            f"p50 at most {budget['latency_ms']:g} ms at batch {probe['batch_size']} x "
+            f"{probe['seq_len']} tokens ({probe['threads']} threads)"
+        )
+    if budget.get("size_mb") is not None:
+        parts.append(f"at most {budget['size_mb']:g} MB on disk")
+    if budget.get("max_drop") is not None:
+        ref = budget.get("reference") or "the step's input"
+        parts.append(
+            f"at most {budget['max_drop']:g} points below {ref} on dev (the lower bound of the "
+            "95% paired interval)"
+        )
+    return "; ".join(parts) or "none"
+
+
+def _fit_section(report: Report) -> list[str]:
+    """Each fit step: its budget, every candidate with its status, what probing first saved."""
+    lines: list[str] = []
+    for name, fit in report.fit.items():
+        probe = fit["probe"]
+        lines += [
+            f"## Fit (`{name}`)",
+            "",
+            f"Budget: {budget_text(fit['budget'], probe)}. Objective: {fit['objective']}. "
+            f"Latency and size of every candidate were measured on this machine "
+            f"({probe['preset']}) from random weights of its exact shape and runtime before any "
+            f"training: {fit['probed']} probed in {probe['seconds']:.0f} s, {fit['trained']} "
+            f"trained; {fit['probed'] - fit['trained']} needed no training.",
+            "",
+            "| candidate | runtime | vocab | size MB | p50 ms (IQR) | dev score | Δ dev "
+            "(95% CI) | status |",
+            "|---|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for c in fit["candidates"]:
+            lat = c["latency"]
+            trained = "dev_score" in c
+            score = f"{c['dev_score'] * 100:.2f}" if trained else "-"
+            delta = (
+                f"{c['dev_delta'] * 100:+.2f} {_points(c['dev_delta_interval'], signed=True)}"
+                if trained
+                else "-"
+            )
+            shape = f"{c['layers']}L x {c['heads']}H, FFN {c['ffn']}"
+            lines.append(
+                f"| {shape} | {c['runtime']} | {c['vocab_size']:,} | {c['size_mb']:.2f} | "
+                f"{lat['p50']:.2f} ({lat['iqr']:.2f}) | {score} | {delta} | {c['status']} |"
+            )
+        check = fit.get("probe_check")
+        if check:
+            verdict = "agree" if check["agree"] else "differ by more than the spread"
+            lines += [
+                "",
+                f"The winner `{fit['winner']}` timed beside its random-weight probe in one run: "
+                f"{check['trained_p50']:.2f} ms trained vs {check['probe_p50']:.2f} ms probed "
+                f"(spread {check['spread']:.2f} ms): they {verdict}. Its test score is its row "
+                f"`{name}` above.",
+            ]
+        lines.append("")
+    return lines
+
+
 def _chosen_on_dev(report: Report) -> list[str]:
     """Which candidate each select step passed on, and KD students below their no-KD twins."""
     lines = []
@@ -401,6 +466,7 @@ def render_markdown(report: Report) -> str:
     lines += _started_from(report)
     lines += _distilled_on(report)
     lines += _kd_search(report)
+    lines += _fit_section(report)
     lines += _chosen_on_dev(report)
     lines += _seeds_section(report)
     lines += ["## Recommended", ""]
@@ -557,6 +623,11 @@ def render_report(root: Path) -> Report:
             name: manifest.steps[name].details["search"]
             for name in metrics.steps
             if name in manifest.steps and "search" in (manifest.steps[name].details or {})
+        },
+        fit={
+            name: e.details
+            for name, e in manifest.steps.items()
+            if e.stage == "fit" and e.status == "done" and "candidates" in (e.details or {})
         },
     )
     write_json(root / "report.json", report.model_dump(mode="json"))

@@ -186,6 +186,8 @@ class Report(Metrics):
     chosen_on_dev: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # distill steps with search: step -> {"split", "trial_steps", "trials", "chosen"}
     kd_search: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # fit steps by name: budget, every candidate with its status, the probe's savings
+    fit: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # KD students whose dev score is below their no-KD twin's
     kd_below_no_kd: list[dict[str, Any]] = Field(default_factory=list)
     # converted artifacts checked against their source on dev examples: one per variant, with

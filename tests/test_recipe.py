@@ -37,7 +37,7 @@ def test_unknown_stage_and_bad_values(cls_files):
     raw["steps"].append({"stage": "finetun"})
     raw["steps"][0]["lr"] = -1
     message = str(pytest.raises(RecipeError, parse_recipe, raw).value)
-    assert "unknown stage 'finetun'; did you mean 'finetune'?" in message
+    assert "unknown stage 'finetun'; did you mean 'finetune'" in message
     assert "steps[0](teacher).lr: Input should be greater than 0 (got -1)" in message
 
 

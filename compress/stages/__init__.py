@@ -8,6 +8,7 @@ from compress.stages.baseline import baseline
 from compress.stages.distill import distill
 from compress.stages.export import export
 from compress.stages.finetune import finetune
+from compress.stages.fit import fit
 from compress.stages.general_distill import general_distill
 from compress.stages.pretrain import pretrain
 from compress.stages.prune import prune
@@ -26,5 +27,6 @@ CATALOGUE: dict[str, Stage] = {
         prune,
         export,
         quantize,
+        fit,
     )
 }
