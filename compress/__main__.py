@@ -55,6 +55,28 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     stages = sub.add_parser("stages", help="list the stages, or one stage's options")
     stages.add_argument("name", nargs="?", help="a stage name: print its options")
     sub.add_parser("eval", help="re-evaluate a run, or one model: eval --help", add_help=False)
+    bench = sub.add_parser(
+        "bench",
+        help="write a folder that times a fit step's candidates on the target device "
+        "(copy it there, run run_bench.py, give its profile.json to budget.device)",
+    )
+    bench.add_argument("recipe", help="the recipe with the fit step (a file or a name)")
+    bench.add_argument("overrides", nargs="*", help="recipe overrides, as for run")
+    bench.add_argument("--out", type=Path, required=True, help="the folder to write (new)")
+    bench.add_argument(
+        "--artifacts",
+        type=Path,
+        default=Path("artifacts"),
+        help="where the recipe ran (run's --out): the fit step's input is read from there",
+    )
+    bench.add_argument("--step", help="the fit step (default: the recipe's only one)")
+    bench.add_argument("--texts", type=int, default=300, help="dev texts for end-to-end timing")
+    bench.add_argument(
+        "--target",
+        choices=["avx2", "avx512", "avx512_vnni", "arm64"],
+        help="the instruction set int8 is quantized for (default: the fit step's target)",
+    )
+    bench.add_argument("--batch-sizes", type=int, nargs="+", help="default: the budget's")
     return parser
 
 
@@ -112,13 +134,14 @@ def main(argv: list[str] | None = None, prog: str = "lert-compress") -> int:
         return eval_main(argv[1:], prog=f"{prog} eval")
     parser = _parser(prog)
     args, extra = parser.parse_known_args(argv)
-    stray = [x for x in extra if x.startswith("-") or "=" not in x or args.command != "run"]
+    takes_overrides = args.command in ("run", "bench")
+    stray = [x for x in extra if x.startswith("-") or "=" not in x or not takes_overrides]
     if stray:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
-    if args.command == "run":
+    if takes_overrides:
         args.overrides += extra  # overrides given after options
-        if args.nproc > 1:
-            return launch_torchrun(args.nproc, argv, args.backend)
+    if args.command == "run" and args.nproc > 1:
+        return launch_torchrun(args.nproc, argv, args.backend)
     setup_logging(args.verbose)
 
     def dispatch() -> int:
@@ -158,6 +181,24 @@ def main(argv: list[str] | None = None, prog: str = "lert-compress") -> int:
                 f"converted {report['converted']} tensors to {args.out_dir} "
                 f"({report['architecture']}); skipped {report['skipped_optimizer']} optimizer "
                 f"variables; heads that are not BERT's, {kept}: {heads}"
+            )
+        elif args.command == "bench":
+            from compress.bench import write_bench
+            from compress.recipe import load_recipe
+
+            recipe = load_recipe(recipe_path(args.recipe), args.overrides)
+            out = write_bench(
+                recipe,
+                args.artifacts,
+                args.out,
+                args.step,
+                args.texts,
+                args.target,
+                args.batch_sizes,
+            )
+            print(
+                f"bench folder: {out}\n  copy it to the target and run there (see README.txt):"
+                f"\n  pip install -r requirements.txt && python run_bench.py --threads 2"
             )
         elif args.command == "stages":
             print_stages(args.name)

@@ -236,6 +236,49 @@ def time_artifacts(
     return {key: summarize(samples, batch_size) for key, samples in times.items()}
 
 
+def time_end_to_end(
+    paths: dict[str, Path],
+    vocab_sizes: dict[str, int],
+    task_type: str,
+    tokenizer_file: Path,
+    texts: list[str],
+    seq_len: int,
+    threads: int,
+    warmup: int,
+) -> dict[str, dict]:
+    """What an app sees, per artifact: tokenizer + model, batch 1, each text at its own length,
+    text by text across artifacts (each text starting one artifact later), as the evaluator and
+    a bench folder's runner time it. A cut vocabulary's random-weight probe folds the
+    tokenizer's ids into its range, as the runner does (the tokenizer costs the same)."""
+    import time
+
+    import torch
+
+    from compress.device_runner import text_feeds
+    from compress.eval.latency import summarize
+    from compress.eval.runtimes import load_runtime
+
+    feed = text_feeds(tokenizer_file, texts, seq_len)
+    keys = list(paths)
+    forwards = {k: load_runtime(paths[k], task_type, "cpu", threads).forward for k in keys}
+
+    def call(key: str, text: str):
+        batch = {n: torch.from_numpy(v) for n, v in feed(text, vocab_sizes[key]).items()}
+        return forwards[key](batch)
+
+    for key in keys:
+        for text in texts[:warmup]:
+            call(key, text)
+    times: dict[str, list[float]] = {k: [] for k in keys}
+    for i, text in enumerate(texts):
+        for j in range(len(keys)):
+            key = keys[(i + j) % len(keys)]
+            start = time.perf_counter()
+            call(key, text)
+            times[key].append((time.perf_counter() - start) * 1000.0)
+    return {k: summarize(v, 1) for k, v in times.items()}
+
+
 def dev_counts(path: Path, task, max_len: int, threads: int) -> np.ndarray:
     """Per-example dev counts of an artifact (any kind the evaluator runs), for paired
     intervals against the reference."""

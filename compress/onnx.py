@@ -100,11 +100,17 @@ def compare_logits(reference, candidate, batches, spans: bool = False) -> dict[s
 
 def cpu_preset() -> str:
     """optimum's AutoQuantizationConfig preset for this CPU's instruction set."""
-    if platform.machine().lower() in ("aarch64", "arm64"):
-        return "arm64"
     from compress.hardware import cpu_flags
 
-    flags = cpu_flags()
+    machine = platform.machine()
+    return preset_for(machine, set() if machine.lower() in ("aarch64", "arm64") else cpu_flags())
+
+
+def preset_for(machine: str, flags: set[str]) -> str:
+    """The preset for a CPU of this architecture and these instruction-set flags (this machine's
+    or a device profile's)."""
+    if machine.lower() in ("aarch64", "arm64", "armv8l"):
+        return "arm64"
     if "avx512_vnni" in flags or "avx512vnni" in flags:
         return "avx512_vnni"
     if "avx512f" in flags and "avx512bw" in flags:

@@ -108,13 +108,25 @@ def card_text(
         from compress.eval.report import budget_text
 
         check = details.get("probe_check") or {}
+        probe, device = details["probe"], details["probe"].get("device")
+        if device:
+            winner = next(c for c in details["candidates"] if c["key"] == details["winner"])
+            where = (
+                f"measured on the target device, {device['cpu']} ({device['machine']}, "
+                f"{device['threads']} threads; its p50 there: {winner['latency']['p50']:.2f} ms), "
+                f"by a bench folder's runner; int8 quantized for {probe['preset']}."
+            )
+        else:
+            where = (
+                f"measured on the machine that built it ({probe['preset']}), not necessarily "
+                "yours"
+                + (f"; its latency there: {check['trained_p50']:.2f} ms p50." if check else ".")
+            )
         lines += [
             "",
             f"Chosen by a fit search as `{details['winner']}` ({details['objective']}) among "
             f"{details['probed']} candidates, {details['trained']} trained. The budget it meets: "
-            f"{budget_text(details['budget'], details['probe'])}, measured on the machine that "
-            f"built it ({details['probe']['preset']}), not necessarily yours"
-            + (f"; its latency there: {check['trained_p50']:.2f} ms p50." if check else "."),
+            f"{budget_text(details['budget'], probe)}, {where}",
         ]
     notes = [f"- {r.runtime} {r.precision} on {r.device}: {n}" for r in rows for n in r.notes]
     if notes:

@@ -19,7 +19,7 @@ FIT = {
     "budget": {"max_drop": 60, "threads": 1},
     "space": {"layers": [1, 2], "heads": [1, 2], "ffn": [64], "runtimes": ["onnx-fp32"]},
     "recover": {"method": "distill", "epochs": 1, "batch_size": 16, "lr": 3e-3},
-    "probe": {"warmup": 1, "repeats": 5},
+    "probe": {"warmup": 2, "repeats": 30},
 }
 
 
@@ -81,6 +81,10 @@ def test_stages_fit_documents_every_option():
         ({"budget": {"latency_ms": 5}}, "budget.batch_size: a latency budget needs"),
         ({"budget": {"reference": "nope"}}, "budget.reference: 'nope' is not an earlier step"),
         ({"space": {"runtimes": ["tflite"]}}, "runtimes"),
+        (
+            {"budget": {"latency_of": "end_to_end", "batch_size": 8}},
+            "budget.batch_size: end-to-end latency is one text at a time",
+        ),
     ],
 )
 def test_bad_budget_or_space_is_refused_at_validation(cls_files, options, message):
@@ -106,11 +110,75 @@ def test_fit_chooses_within_the_budget_and_reports_it(tmp_path, cls_files):
     winner = rows[details["winner"]]
     assert winner["status"] == "chosen" and winner["size_mb"] <= 0.3
     assert entry.kind == "onnx" and entry.output.endswith("model.onnx")
+    # the shortcut holds: the trained winner, timed beside its random-weight probe in one
+    # interleaved run, is as fast as the probe within the spread the timings themselves show
+    check = details["probe_check"]
+    assert abs(check["trained_p50"] - check["probe_p50"]) <= check["spread"], check
+    assert check["agree"]
     assert (root / entry.dir / "study.db").is_file()
     report = json.loads((root / "report.json").read_text())
     assert report["fit"]["fit"]["winner"] == details["winner"]
     md = (root / "report.md").read_text()
     assert "## Fit" in md and details["winner"] in md and "over size" in md
+    # the decision uses the winner's own row, measured by the evaluation, not its probe
+    measured = report["fit"]["fit"]["measured"]
+    row = next(r for r in report["rows"] if r["variant"] == "fit" and r["device"] == "cpu")
+    assert measured["size_mb"] == row["size_mb"] <= 0.3 and measured["meets"] is True
+    assert "**Ship** `fit`" in md and "meets its budget on this machine" in md
+
+
+def test_an_end_to_end_budget_times_the_tokenizer_and_the_decision_uses_that_column(
+    tmp_path, cls_files
+):
+    recipe = fit_recipe(
+        cls_files,
+        budget={"latency_of": "end_to_end", "texts": 10, "latency_ms": 1000, "batch_size": 1},
+        space={"layers": [1], "heads": [1, 2], "ffn": [64], "runtimes": ["onnx-fp32"]},
+    )
+    root = run_recipe(parse_recipe(recipe), tmp_path / "a")
+    details = Manifest(root).steps["fit"].details
+    assert details["probe"]["latency_of"] == "end_to_end"
+    assert all(c["latency"]["p50"] > 0 for c in details["candidates"])
+    report = json.loads((root / "report.json").read_text())
+    row = next(r for r in report["rows"] if r["variant"] == "fit" and r["device"] == "cpu")
+    measured = report["fit"]["fit"]["measured"]
+    assert measured["end_to_end_p50_ms"] == row["end_to_end"]["p50"] and measured["meets"]
+    md = (root / "report.md").read_text()
+    assert "end to end (tokenizer + model, batch 1" in md and "end-to-end p50" in md
+
+
+def test_fit_decision_says_when_the_measured_winner_misses_the_budget():
+    from compress.eval.report import fit_measured
+    from compress.eval.schema import Latency, MetricRow
+
+    lat = Latency(p50=3.0, p90=3.5, mean=3.1, throughput=330.0, iqr=0.2)
+    row = MetricRow.model_validate(
+        {
+            "variant": "fit",
+            "step": "fit",
+            "stage": "fit",
+            "path": "fit/model/model_quantized.onnx",
+            "runtime": "onnxruntime",
+            "precision": "int8",
+            "device": "cpu",
+            "params": 10,
+            "size_mb": 1.5,
+            "score": 0.8,
+            "seq_len": 64,
+            "latency_ms": {"b1": lat},
+        }
+    )
+    fit = {
+        "budget": {"latency_ms": 2.0, "size_mb": 1.0},
+        "probe": {"batch_size": 1, "seq_len": 64, "threads": 2},
+    }
+    measured = fit_measured("fit", fit, [row])
+    assert measured["meets"] is False
+    assert (
+        "1.50 MB is over 1 MB" in measured["why"] and "p50 3.00 ms is over 2 ms" in measured["why"]
+    )
+    elsewhere = fit_measured("fit", {**fit, "probe": {**fit["probe"], "batch_size": 8}}, [row])
+    assert "not timed at batch 8 x 64 tokens" in elsewhere["why"]
 
 
 def test_a_killed_fit_resumes_without_rerunning_finished_trials(tmp_path, cls_files, monkeypatch):
@@ -165,3 +233,40 @@ def test_two_workers_share_one_study_and_train_each_candidate_once(tmp_path, cls
     done = [t.user_attrs["key"] for t in study.trials if t.state.name == "COMPLETE"]
     assert sorted(done) == sorted(runs)
     assert len(pids) == 2, "both workers took trials"
+
+
+def test_fit_benchmark_trains_every_candidate_of_the_demo_space_and_applies_the_budget_after():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "fit_search.py"
+    spec = importlib.util.spec_from_file_location("fit_search", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    raw = bench.recipe_raw([])
+    recipe = parse_recipe(raw)
+    first, every = recipe.steps[-2].config, recipe.steps[-1].config
+    n = len(first.space.shapes()) * len(first.space.runtimes)
+    assert recipe.steps[-2].stage == "fit" and every.max_trials == n
+    assert every.budget.latency_ms is None and every.budget.size_mb is None
+    assert every.budget.max_drop == first.budget.max_drop and every.space == first.space
+
+    def cand(key, p50, size, score, low):
+        return {
+            "key": key,
+            "latency": {"p50": p50},
+            "size_mb": size,
+            "dev_score": score,
+            "dev_delta_interval": [low, 0.01],
+        }
+
+    budget = {"latency_ms": 1.0, "size_mb": 1.0, "max_drop": 3}
+    rows = [
+        cand("big", 0.5, 2.0, 0.9, 0.0),  # over size: the best score does not count
+        cand("slow", 1.5, 0.5, 0.85, 0.0),  # over latency
+        cand("lossy", 0.3, 0.5, 0.8, -0.05),  # over the accuracy budget
+        cand("ok", 0.6, 0.8, 0.82, -0.01),
+        cand("fast", 0.4, 0.8, 0.81, -0.02),
+    ]
+    assert bench.winner_under(budget, "accurate", rows) == "ok"
+    assert bench.winner_under(budget, "fast", rows) == "fast"

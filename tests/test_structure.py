@@ -17,6 +17,7 @@ EVAL_CALLERS = {
     "compress/__main__.py",
     "compress/fitting.py",
     "compress/stages/fit.py",
+    "compress/bench.py",
 }
 
 

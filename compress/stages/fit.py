@@ -17,6 +17,7 @@ measurement on this machine and on the task's dev split.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
@@ -27,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 from compress.arch import Arch
 from compress.errors import CompressError, RecipeError
@@ -54,6 +55,13 @@ class Budget(BaseModel):
     seq_len: int | None = Field(
         None, ge=1, description="the sequence length timed; default the task's max_seq_len"
     )
+    latency_of: Literal["fixed", "end_to_end"] = Field(
+        "fixed",
+        description="fixed: one batch of batch_size x seq_len (random ids, every row full "
+        "length); end_to_end: what an app sees, tokenizer + model at batch 1 on the dev split's "
+        "texts, each at its own length (cut at seq_len), p50 over the texts",
+    )
+    texts: int = Field(200, ge=10, description="dev texts timed end to end")
     size_mb: float | None = Field(None, gt=0, description="weights on disk, in MB")
     max_drop: float | None = Field(
         None,
@@ -67,6 +75,24 @@ class Budget(BaseModel):
         None, description="the step scored against (default: this step's input)"
     )
     threads: int = Field(2, ge=1, description="CPU threads the runtimes are timed with")
+    device: Path | None = Field(
+        None,
+        description="a device profile (profile.json from a `lert-compress bench` folder's "
+        "run_bench.py, run on the target): the search then uses the target's latencies, and "
+        "ONNX Runtime int8 is quantized for the target's instruction set; sizes and dev scores "
+        "are still measured here",
+    )
+
+    @field_serializer("device", when_used="json")
+    def _device_and_its_digest(self, path: Path | None) -> str | None:
+        """In the step's hash with its content: a profile measured again re-runs the step."""
+        if path is None:
+            return None
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        except OSError:
+            digest = "unreadable"
+        return f"{path} (sha256 {digest})"
 
 
 class Space(BaseModel):
@@ -160,8 +186,18 @@ class FitConfig(StageConfig):
                 "budget.batch_size: a latency budget needs the batch size it is for (1 for an "
                 "app that runs one text at a time)"
             )
+        if b.latency_of == "end_to_end" and b.batch_size not in (None, 1):
+            problems.append(
+                "budget.batch_size: end-to-end latency is one text at a time (batch 1); give "
+                "batch_size: 1 or latency_of: fixed"
+            )
         if b.reference is not None and b.reference not in configs:
             problems.append(f"budget.reference: {b.reference!r} is not an earlier step")
+        if b.device is not None and not b.device.is_file():
+            problems.append(
+                f"budget.device: {b.device} does not exist; write it on the target with a bench "
+                "folder's run_bench.py (lert-compress bench RECIPE --out FOLDER)"
+            )
         if self.objective == "fast" and b.max_drop is None:
             problems.append("objective fast: give budget.max_drop (the accuracy it must keep)")
         from compress.pruning import TEXTPRUNER_MISSING, textpruner_installed
@@ -193,9 +229,62 @@ class FitConfig(StageConfig):
 
 
 def _preset(cfg: FitConfig) -> str:
+    """The int8 preset: the device profile's instruction set, else ``target`` (this machine's
+    by default)."""
     from compress.onnx import cpu_preset
 
+    if cfg.budget.device is not None:
+        from compress.bench import load_profile, profile_preset
+
+        return profile_preset(load_profile(cfg.budget.device))
     return cpu_preset() if cfg.target == "build-host" else cfg.target
+
+
+def _device_latency(cfg: FitConfig, keys: list[str], seq_len: int) -> tuple[dict, dict]:
+    """The target's latency of every candidate, from the device profile, and what it says of
+    the device; refused, naming what to do, when the profile is not of this space or shape."""
+    from compress.bench import load_profile
+
+    path, b = cfg.budget.device, cfg.budget
+    assert path is not None
+    profile = load_profile(path)
+    batch = f"b{b.batch_size or 1}"
+    problems = []
+    if profile["seq_len"] != seq_len:
+        problems.append(f"it timed {profile['seq_len']} tokens, the budget is for {seq_len}")
+    if profile["quantized_for"] != _preset(cfg):
+        problems.append(
+            f"its int8 candidates were quantized for {profile['quantized_for']} but the device's "
+            f"instruction set calls for {_preset(cfg)} (bench --target {_preset(cfg)})"
+        )
+    timed = profile["candidates"]
+    missing = [k for k in keys if k not in timed and k not in profile.get("skipped", {})]
+    if missing:
+        problems.append(
+            f"it has no timing for {len(missing)} candidate(s) of this space, e.g. {missing[0]}"
+        )
+    if any(batch not in timed[k]["fixed"] for k in keys if k in timed):
+        problems.append(f"it has no batch {b.batch_size or 1} timings")
+    if problems:
+        raise RecipeError(
+            f"budget.device: {path}: " + "; ".join(problems) + ". Write a bench folder for this "
+            "step again (lert-compress bench RECIPE --step NAME --out FOLDER) and run it on the "
+            "target"
+        )
+    if b.latency_of == "end_to_end":
+        latency = {k: timed[k]["end_to_end"] for k in keys if k in timed}
+    else:
+        latency = {k: timed[k]["fixed"][batch] for k in keys if k in timed}
+    device = {
+        "profile": str(path),
+        "cpu": profile["cpu"].get("name"),
+        "machine": profile["cpu"].get("machine"),
+        "isa": profile["cpu"].get("isa", []),
+        "threads": profile["threads"],
+        "measured_at": profile.get("measured_at"),
+        "skipped": profile.get("skipped", {}),
+    }
+    return latency, device
 
 
 # the search -------------------------------------------------------------------------------
@@ -420,14 +509,13 @@ def train_candidate(plan: Plan, candidate) -> dict:
     return result
 
 
-def _worker_main(cfg_json: str, src: str, ctx: StageContext, fitting, probes, index: int, ready):
+def _worker_main(cfg: FitConfig, src: str, ctx: StageContext, fitting, probes, index: int, ready):
     """An extra local worker (a spawned process); ``ready`` is set once it has loaded what
     training needs, so that the first worker does not take every trial while it starts."""
     import torch
 
     import compress.fitting  # noqa: F401  (the training code, before saying ready)
 
-    cfg = FitConfig.model_validate_json(cfg_json)
     torch.set_num_threads(max(1, cfg.budget.threads // cfg.workers))
     ready.set()
     run_worker(Plan(cfg, Path(src), ctx, fitting, probes), index)
@@ -479,7 +567,7 @@ def _probe_all(cfg: FitConfig, src: Path, ctx: StageContext, work: Path) -> tupl
     from compress.fitting import time_artifacts
 
     keys_vocab = {Candidate(s, r).key: sizes[s] for s in shapes for r in cfg.space.runtimes}
-    latency = time_artifacts(
+    host = time_artifacts(
         paths,
         keys_vocab,
         ctx.task.type,
@@ -489,11 +577,30 @@ def _probe_all(cfg: FitConfig, src: Path, ctx: StageContext, work: Path) -> tupl
         cfg.probe.warmup,
         cfg.probe.repeats,
     )
+    if cfg.budget.latency_of == "end_to_end":
+        from compress.fitting import time_end_to_end
+
+        dev = ctx.task.texts("dev")
+        every = max(1, len(dev) // cfg.budget.texts)
+        host = time_end_to_end(
+            paths,
+            keys_vocab,
+            ctx.task.type,
+            src / "tokenizer.json",
+            dev[::every][: cfg.budget.texts],
+            seq_len,
+            cfg.budget.threads,
+            cfg.probe.warmup,
+        )
+    latency, device = host, None
+    if cfg.budget.device is not None:  # the target's numbers decide; this machine's are kept
+        latency, device = _device_latency(cfg, list(paths), seq_len)
     probes = {
         key: {
             "path": str(path.relative_to(work)),
             "size_mb": round(size_mb(path), 3),
-            "latency": latency[key],
+            "latency": latency.get(key),  # None: the device could not run it
+            "host_latency": host[key],
             "vocab_size": keys_vocab[key],
         }
         for key, path in paths.items()
@@ -502,8 +609,10 @@ def _probe_all(cfg: FitConfig, src: Path, ctx: StageContext, work: Path) -> tupl
         "seconds": round(time.perf_counter() - start, 1),
         "batch_size": cfg.budget.batch_size or 1,
         "seq_len": seq_len,
-        "threads": cfg.budget.threads,
+        "latency_of": cfg.budget.latency_of,
+        "threads": device["threads"] if device else cfg.budget.threads,
         "preset": _preset(cfg),
+        "device": device,
     }
     tmp = saved.with_suffix(".partial")
     tmp.write_text(json.dumps({"probes": probes, "meta": meta}, indent=1))
@@ -513,6 +622,8 @@ def _probe_all(cfg: FitConfig, src: Path, ctx: StageContext, work: Path) -> tupl
 
 def _over_budget(cfg: FitConfig, probe: dict) -> str | None:
     b = cfg.budget
+    if probe["latency"] is None:
+        return "not timed on the device"
     if b.latency_ms is not None and probe["latency"]["p50"] > b.latency_ms:
         return "over latency"
     if b.size_mb is not None and probe["size_mb"] > b.size_mb:
@@ -635,7 +746,7 @@ def fit(cfg: FitConfig, src: Path | None, ctx: StageContext) -> StageResult:
         extra = [
             spawn.Process(
                 target=_worker_main,
-                args=(cfg.model_dump_json(), str(src), _picklable(ctx), fitting, probes, i, r),
+                args=(cfg, str(src), _picklable(ctx), fitting, probes, i, r),
             )
             for i, r in enumerate(ready, 1)
         ]
@@ -677,7 +788,7 @@ def fit(cfg: FitConfig, src: Path | None, ctx: StageContext) -> StageResult:
             row["status"] = status[c.key] or "not reached"
         table.append(row)
     details = {
-        "budget": cfg.budget.model_dump(),
+        "budget": cfg.budget.model_dump(mode="json"),
         "objective": cfg.objective,
         "probe": meta,
         "candidates": table,
