@@ -105,6 +105,9 @@ class OnnxModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # as the build host's evaluator times them: idle threads do not spin after a run, or
+        # every other candidate's pool would steal the cores from the one being timed
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.names = {i.name for i in self.session.get_inputs()}
 
@@ -117,7 +120,11 @@ class OpenVinoModel:
         import openvino as ov
 
         core = ov.Core()
-        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+        config = {
+            "INFERENCE_NUM_THREADS": threads,
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": "f32",  # as the evaluator: no silent bf16 on bf16 CPUs
+        }
         self.model = core.compile_model(core.read_model(str(path)), "CPU", config)
         self.request = self.model.create_infer_request()
         self.names = {i.get_any_name() for i in self.model.inputs}

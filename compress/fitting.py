@@ -142,9 +142,17 @@ def task_examples(task, tokenizer, max_len: int, n: int) -> list[dict]:
     ]
 
 
-def build_runtime(onnx_path: Path, runtime: str, out: Path, examples, preset: str) -> Path:
+def build_runtime(
+    onnx_path: Path,
+    runtime: str,
+    out: Path,
+    examples,
+    preset: str,
+    exclude: list[str] | None = None,
+) -> Path:
     """The candidate's artifact in ``out`` from its fp32 ONNX file: the file itself, ORT int8
-    (dynamic, or static calibrated on ``examples``) for ``preset``, or OpenVINO NNCF int8."""
+    (dynamic, or static calibrated on ``examples``) for ``preset`` with the ``exclude`` nodes
+    left in fp32, or OpenVINO NNCF int8."""
     if runtime == "onnx-fp32":
         return onnx_path
     out.mkdir(parents=True, exist_ok=True)
@@ -160,11 +168,56 @@ def build_runtime(onnx_path: Path, runtime: str, out: Path, examples, preset: st
                 for k in ("input_ids", "attention_mask", "token_type_ids")
             }
             calibration = Calibration(Dataset.from_dict(columns))
-        return ort_quantize(onnx_path, out, preset=preset, calibration=calibration)
+        return ort_quantize(
+            onnx_path, out, preset=preset, calibration=calibration, nodes_to_exclude=exclude
+        )
     assert runtime == "openvino-int8"
     from compress import openvino as ov
 
     return ov.save_ir(ov.nncf_int8(ov.convert_onnx(onnx_path), examples, "performance"), out)
+
+
+def node_groups(onnx_path: Path) -> dict[str, list[str]]:
+    """An exported encoder's nodes by the part they belong to, in graph order: ``embeddings``,
+    ``layer.N`` per encoder layer, ``head`` (pooler and classifier): the units an int8 model
+    may keep in fp32 when int8 costs too much accuracy."""
+    import re
+
+    import onnx
+
+    groups: dict[str, list[str]] = {}
+    for node in onnx.load(onnx_path, load_external_data=False).graph.node:
+        if match := re.search(r"/layer\.(\d+)/", node.name):
+            part = f"layer.{match.group(1)}"
+        elif "/embeddings/" in node.name:
+            part = "embeddings"
+        elif node.name.startswith(("/bert/pooler/", "/classifier/", "/qa_outputs/")):
+            part = "head"
+        else:
+            continue
+        groups.setdefault(part, []).append(node.name)
+    return groups
+
+
+def revert_greedy(parts: Sequence[str], judge) -> tuple[list[str] | None, list[dict]]:
+    """Which parts to keep in fp32 so that an int8 model meets its accuracy budget: greedily,
+    the part whose reverting raises the judged bound most, one at a time, until it meets.
+    ``judge(kept_fp32) -> (meets, bound)``. Returns the parts (None: even all of them do not
+    meet it) and every trial, in order."""
+    reverted: list[str] = []
+    trials: list[dict] = []
+    while len(reverted) < len(parts):
+        scored = {}
+        for part in parts:
+            if part not in reverted:
+                meets, bound = judge([*reverted, part])
+                scored[part] = (meets, bound)
+                trials.append({"fp32": [*reverted, part], "meets": meets, "bound": bound})
+        best = max(scored, key=lambda p: (scored[p][1], scored[p][0]))
+        reverted.append(best)
+        if scored[best][0]:
+            return reverted, trials
+    return None, trials
 
 
 def copy_side_files(src: Path, out: Path) -> None:

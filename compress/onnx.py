@@ -134,14 +134,18 @@ def ort_quantize(
     preset: str,
     per_channel: bool = False,
     calibration: Calibration | None = None,
+    nodes_to_exclude: list[str] | None = None,
 ) -> Path:
-    """int8 with optimum's ``ORTQuantizer``: dynamic, or static when ``calibration`` is given.
-    Returns the path of ``<name>_quantized.onnx`` in ``out``."""
+    """int8 with optimum's ``ORTQuantizer``: dynamic, or static when ``calibration`` is given;
+    ``nodes_to_exclude`` stay in fp32. Returns the path of ``<name>_quantized.onnx`` in
+    ``out``."""
     from optimum.onnxruntime import ORTQuantizer
     from optimum.onnxruntime.configuration import AutoCalibrationConfig, AutoQuantizationConfig
 
     qconfig = getattr(AutoQuantizationConfig, preset)(
-        is_static=calibration is not None, per_channel=per_channel
+        is_static=calibration is not None,
+        per_channel=per_channel,
+        nodes_to_exclude=nodes_to_exclude or None,
     )
     quantizer = ORTQuantizer.from_pretrained(onnx_path.parent, file_name=onnx_path.name)
     ranges = None

@@ -468,9 +468,18 @@ def _fit_section(report: Report) -> list[str]:
                 else "-"
             )
             shape = f"{c['layers']}L x {c['heads']}H, FFN {c['ffn']}"
+            status = c["status"]
+            revert = c.get("revert") or {}
+            if revert.get("fp32"):
+                status += (
+                    f" ({', '.join(revert['fp32'])} kept in fp32, {revert['slowdown']:.2f}x the "
+                    "all-int8 latency)"
+                )
+            elif revert:
+                status += f" (reverting int8: {revert['why']})"
             lines.append(
                 f"| {shape} | {c['runtime']} | {c['vocab_size']:,} | {c['size_mb']:.2f} | "
-                f"{timed} | {score} | {delta} | {c['status']} |"
+                f"{timed} | {score} | {delta} | {status} |"
             )
         check = fit.get("probe_check")
         if check:

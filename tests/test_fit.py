@@ -270,3 +270,70 @@ def test_fit_benchmark_trains_every_candidate_of_the_demo_space_and_applies_the_
     ]
     assert bench.winner_under(budget, "accurate", rows) == "ok"
     assert bench.winner_under(budget, "fast", rows) == "fast"
+
+
+def test_revert_greedy_keeps_the_fewest_sensitive_parts_in_fp32():
+    from compress.fitting import revert_greedy
+
+    parts = ["embeddings", "layer.0", "layer.1", "head"]
+    cost = {"embeddings": 0.0, "layer.0": 0.01, "layer.1": 0.03, "head": 0.005}
+
+    def judge(kept):  # the drop int8 costs: 4.5 points, minus what each fp32 part gives back
+        bound = -0.045 + sum(cost[p] for p in kept)
+        return bound >= -0.02, bound
+
+    kept, trials = revert_greedy(parts, judge)
+    assert kept == ["layer.1"] and len(trials) == 4  # one round: layer.1 alone meets it
+    kept, trials = revert_greedy(parts, lambda k: judge(k) if "layer.0" in k else (False, -1.0))
+    assert kept == ["layer.0", "layer.1"]  # layer.0 first: alone it helps, then layer.1
+    kept, trials = revert_greedy(parts, lambda k: (False, -0.5))
+    assert kept is None and len(trials) == 4 + 3 + 2 + 1
+
+
+def _quantized_parts(path) -> set[str]:
+    """The encoder layers whose MatMuls an ONNX file runs in int8, read from its graph."""
+    import re
+
+    import onnx
+
+    nodes = onnx.load(path, load_external_data=False).graph.node
+    return {
+        m.group(0).strip("/")
+        for n in nodes
+        if n.op_type == "MatMulInteger" and (m := re.search(r"/layer\.\d+/", n.name))
+    }
+
+
+def test_int8_over_the_accuracy_budget_keeps_its_sensitive_layer_in_fp32(
+    tmp_path, cls_files, monkeypatch
+):
+    """A model whose int8 loses everything unless layer.1 stays in fp32 (the dev scorer sees
+    which layers a file quantizes, from its graph): the fit keeps exactly that layer in fp32,
+    records it, and ships that file."""
+    import numpy as np
+
+    import compress.fitting
+
+    real = compress.fitting.dev_counts
+    good = []
+
+    def scorer(path, task, max_len, threads):
+        counts = real(path, task, max_len, threads)
+        if path.suffix != ".onnx":  # the reference
+            good.append(counts)
+            return counts
+        return np.zeros_like(counts) if "layer.1" in _quantized_parts(path) else good[0]
+
+    monkeypatch.setattr(compress.fitting, "dev_counts", scorer)
+    recipe = fit_recipe(
+        cls_files,
+        budget={"max_drop": 5},
+        space={"layers": [2], "heads": [2], "ffn": [64], "runtimes": ["ort-dynamic"]},
+    )
+    root = run_recipe(parse_recipe(recipe), tmp_path / "a")
+    entry = Manifest(root).steps["fit"]
+    (row,) = entry.details["candidates"]
+    assert row["status"] == "chosen" and row["revert"]["fp32"] == ["layer.1"]
+    assert _quantized_parts(root / entry.output) == {"layer.0"}
+    assert row["latency"] == row["revert"]["latency"] and row["revert"]["slowdown"] > 0
+    assert "layer.1 kept in fp32" in (root / "report.md").read_text()
