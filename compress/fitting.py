@@ -260,6 +260,7 @@ def probe_artifacts(
             if runtime != "onnx-fp32" and not done.exists():
                 shutil.rmtree(out, ignore_errors=True)
                 build_runtime(onnx_path, runtime, out, examples, preset)
+                copy_side_files(base / "torch", out)  # the config the runtimes are read with
                 done.touch()
             path = onnx_path if runtime == "onnx-fp32" else out / FILE_NAMES[runtime]
             paths[Candidate(shape, runtime).key] = path

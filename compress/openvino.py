@@ -90,6 +90,46 @@ def ir_params(model) -> int:
     )
 
 
+def nncf_int8_accuracy_control(
+    model, examples: Sequence[dict[str, np.ndarray]], preset: str, validate, max_drop: float
+):
+    """NNCF int8 that keeps in float whatever costs more than ``max_drop`` (absolute, on
+    ``validate(compiled_model) -> metric``, the task metric on dev) against the float model
+    (``nncf.quantize_with_accuracy_control``). Returns the model and the names of the
+    quantizers NNCF removed against plain ``nncf_int8``."""
+    import nncf
+
+    def quantizers(m) -> set[str]:
+        return {op.get_friendly_name() for op in m.get_ops() if op.get_type_name() in INT8_OPS}
+
+    plain = quantizers(nncf_int8(model.clone(), examples, preset))
+    quantized = nncf.quantize_with_accuracy_control(
+        model.clone(),
+        calibration_dataset=nncf.Dataset(list(examples)),
+        validation_dataset=nncf.Dataset([None]),  # validate scores the whole dev split itself
+        validation_fn=lambda compiled, _data: validate(compiled),
+        max_drop=max_drop,
+        drop_type=nncf.DropType.ABSOLUTE,
+        preset=nncf.QuantizationPreset(preset),
+        model_type=nncf.ModelType.TRANSFORMER,
+        subset_size=len(examples),
+    )
+    return quantized, sorted(plain - quantizers(quantized))
+
+
+def compiled_forward(compiled):
+    """``forward(batch) -> logits`` of an already compiled OpenVINO model."""
+    names = {name for port in compiled.inputs for name in port.get_names()}
+    request = compiled.create_infer_request()
+
+    def forward(batch: dict[str, torch.Tensor]) -> np.ndarray:
+        feeds = {k: v.cpu().numpy().astype(np.int64) for k, v in batch.items() if k in names}
+        result = request.infer(feeds)
+        return stack_outputs([np.array(result[port], copy=True) for port in compiled.outputs])
+
+    return forward
+
+
 def ov_forward(path: Path, threads: int | None = None, precision: str = "fp32", model=None):
     """``forward(batch) -> logits`` of an IR on the CPU, with ``threads`` inference threads and
     ``precision`` fp32 or bf16 as the inference precision hint (``model``: the IR, if read)."""
@@ -101,13 +141,4 @@ def ov_forward(path: Path, threads: int | None = None, precision: str = "fp32", 
     }
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
-    compiled = ov.Core().compile_model(model, "CPU", config)
-    names = {name for port in compiled.inputs for name in port.get_names()}
-    request = compiled.create_infer_request()
-
-    def forward(batch: dict[str, torch.Tensor]) -> np.ndarray:
-        feeds = {k: v.cpu().numpy().astype(np.int64) for k, v in batch.items() if k in names}
-        result = request.infer(feeds)
-        return stack_outputs([np.array(result[port], copy=True) for port in compiled.outputs])
-
-    return forward
+    return compiled_forward(ov.Core().compile_model(model, "CPU", config))

@@ -470,7 +470,13 @@ def _fit_section(report: Report) -> list[str]:
             shape = f"{c['layers']}L x {c['heads']}H, FFN {c['ffn']}"
             status = c["status"]
             revert = c.get("revert") or {}
-            if revert.get("fp32"):
+            if revert.get("fp32") and revert.get("method", "").startswith("nncf"):
+                n = len([q for q in revert["fp32"] if q != "none"])
+                status += (
+                    f" (NNCF accuracy control removed {n} quantizer(s), "
+                    f"{revert['slowdown']:.2f}x the all-int8 latency)"
+                )
+            elif revert.get("fp32"):
                 status += (
                     f" ({', '.join(revert['fp32'])} kept in fp32, {revert['slowdown']:.2f}x the "
                     "all-int8 latency)"

@@ -14,7 +14,12 @@ from compress.runner import run_recipe
 from tests.conftest import sentiment_rows, tiny_recipe, write_csv
 from tests.test_fit import fit_recipe
 
-SPACE = {"layers": [1, 2], "heads": [2], "ffn": [64], "runtimes": ["onnx-fp32", "ort-dynamic"]}
+SPACE = {
+    "layers": [1, 2],
+    "heads": [2],
+    "ffn": [64],
+    "runtimes": ["onnx-fp32", "ort-dynamic", "openvino-int8"],
+}
 RUNNER_ONLY = ("onnxruntime", "numpy", "tokenizers")
 
 
@@ -49,7 +54,7 @@ def _profile(folder, out, python=sys.executable) -> dict:
 def test_bench_folder_holds_every_candidate_texts_and_a_runner(bench):
     _, folder, _ = bench
     spec = json.loads((folder / "bench.json").read_text())
-    assert len(spec["candidates"]) == 4 and spec["batch_sizes"] == [1]
+    assert len(spec["candidates"]) == 6 and spec["batch_sizes"] == [1]
     for key, c in spec["candidates"].items():
         assert (folder / c["file"]).is_file(), key
     assert len((folder / "texts.txt").read_text().splitlines()) == 20
@@ -134,4 +139,8 @@ def test_runner_works_in_a_venv_holding_only_its_packages(bench, tmp_path):
     ).stdout.lower()
     assert "torch" not in have and "transformers" not in have and "lert" not in have
     profile = _profile(folder, tmp_path / "profile.json", python=str(python))
+    # OpenVINO is not among the runner's packages: its candidates are skipped, and say why
     assert len(profile["candidates"]) == 4 and profile["packages"]["onnxruntime"]
+    assert len(profile["skipped"]) == 2 and all(
+        "openvino" in why for why in profile["skipped"].values()
+    )

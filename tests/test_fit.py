@@ -337,3 +337,80 @@ def test_int8_over_the_accuracy_budget_keeps_its_sensitive_layer_in_fp32(
     assert _quantized_parts(root / entry.output) == {"layer.0"}
     assert row["latency"] == row["revert"]["latency"] and row["revert"]["slowdown"] > 0
     assert "layer.1 kept in fp32" in (root / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_nncf_accuracy_control_removes_quantizers_only_when_the_drop_asks_for_it(tmp_path):
+    """OpenVINO int8 through NNCF's accuracy control, scored by how far its logits move from the
+    float model's: with no drop allowed it must take quantizers out (and says which); with a
+    wide one it keeps them all."""
+    import numpy as np
+    import torch
+    from transformers import BertConfig
+
+    from compress import openvino as ov
+    from compress.fitting import Shape, random_examples, random_model
+    from compress.stages.export import onnx_export
+
+    config = BertConfig(
+        vocab_size=200,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=64,
+        num_labels=2,
+    )
+    model = random_model(config, "classification", Shape(2, 2, 128, None), 200)
+    torch_dir = tmp_path / "torch"
+    model.save_pretrained(torch_dir)
+    onnx_export(torch_dir, tmp_path / "onnx", "classification")
+    examples = random_examples(16, 16, 200)
+    batch = {k: np.concatenate([e[k] for e in examples]) for k in examples[0]}
+    onnx_path = tmp_path / "onnx" / "model.onnx"
+    fp32 = ov.compiled_forward(ov._ov().Core().compile_model(ov.convert_onnx(onnx_path), "CPU"))
+    want = fp32({k: torch.from_numpy(v) for k, v in batch.items()})
+
+    def validate(compiled) -> float:  # 0 for the float model, lower the further int8 moves
+        got = ov.compiled_forward(compiled)({k: torch.from_numpy(v) for k, v in batch.items()})
+        return -float(np.abs(got - want).max())
+
+    model = ov.convert_onnx(onnx_path)
+    _, strict = ov.nncf_int8_accuracy_control(model, examples, "performance", validate, 0.0)
+    _, loose = ov.nncf_int8_accuracy_control(model, examples, "performance", validate, 100.0)
+    assert strict and loose == []
+
+
+@pytest.mark.slow
+def test_openvino_int8_over_the_budget_goes_through_nncf_accuracy_control(
+    tmp_path, cls_files, monkeypatch
+):
+    """An OpenVINO int8 candidate the dev scorer rejects while its fp32 model passes: the fit
+    runs NNCF's accuracy control on it and, when that does not bring it within the budget
+    either, says so in the candidate's row instead of shipping it."""
+    import numpy as np
+
+    import compress.fitting
+
+    real = compress.fitting.dev_counts
+    good = []
+
+    def scorer(path, task, max_len, threads):
+        counts = real(path, task, max_len, threads)
+        if path.suffix not in (".onnx", ".xml"):  # the reference
+            good.append(counts)
+            return counts
+        return np.zeros_like(counts) if path.suffix == ".xml" else good[0]
+
+    monkeypatch.setattr(compress.fitting, "dev_counts", scorer)
+    recipe = fit_recipe(
+        cls_files,
+        budget={"max_drop": 5},
+        space={"layers": [1], "heads": [2], "ffn": [64], "runtimes": ["openvino-int8"]},
+    )
+    with pytest.raises(Exception, match="no trained candidate is within the accuracy budget"):
+        run_recipe(parse_recipe(recipe), tmp_path / "a")
+    entry = Manifest(tmp_path / "a" / "tiny").steps["fit"]
+    (row,) = entry.details["candidates"]
+    assert row["status"] == "over the accuracy budget"
+    assert row["revert"]["why"].startswith("NNCF's accuracy control")

@@ -170,10 +170,11 @@ class FitConfig(StageConfig):
     )
     revert: bool = Field(
         True,
-        description="an ORT int8 candidate over max_drop whose fp32 model meets it keeps its "
-        "most sensitive parts (encoder layers, embeddings, head) in fp32, one at a time, chosen "
-        "greedily by the dev bound, until it meets the budget (ONNX Runtime's nodes_to_exclude);"
-        " what was reverted and the latency it cost are recorded",
+        description="an int8 candidate over max_drop whose fp32 model meets it is not dropped:"
+        " ONNX Runtime int8 keeps its most sensitive parts (encoder layers, embeddings, head) in "
+        "fp32, one at a time, chosen greedily by the dev bound, until it meets the budget "
+        "(nodes_to_exclude); OpenVINO int8 is redone with NNCF's quantize_with_accuracy_control."
+        " What was reverted and the latency it cost are recorded",
     )
     workers: int = Field(
         1,
@@ -515,7 +516,7 @@ def train_candidate(plan: Plan, candidate) -> dict:
 
     counts, delta, interval, meets = judge(path)
     result: dict = {}
-    if not meets and candidate.runtime in ("ort-dynamic", "ort-static") and cfg.revert:
+    if not meets and candidate.runtime != "onnx-fp32" and cfg.revert:
         reverted = _revert_int8(plan, candidate, onnx_path, model_dir, judge)
         result["revert"] = reverted
         if reverted.get("fp32"):
@@ -545,10 +546,12 @@ def train_candidate(plan: Plan, candidate) -> dict:
 
 
 def _revert_int8(plan: Plan, candidate, onnx_path: Path, model_dir: Path, judge) -> dict:
-    """An ORT int8 candidate over the accuracy budget: keep its most sensitive parts (encoder
-    layers, embeddings, head) in fp32, greedily by the dev bound, until it meets the budget;
-    the result is timed again beside its all-int8 probe (reverting costs speed). Returns what
-    was reverted (``fp32``: the parts, none when reverting cannot help) and why."""
+    """An int8 candidate over the accuracy budget whose fp32 model meets it: ONNX Runtime int8
+    keeps its most sensitive parts (encoder layers, embeddings, head) in fp32, greedily by the
+    dev bound, until it meets the budget; OpenVINO int8 goes through NNCF's accuracy control.
+    The result is timed again beside its all-int8 probe (reverting costs speed). Returns what
+    was reverted (``fp32``: the parts or NNCF's removed quantizers; None when reverting could
+    not help) and why."""
     from compress.fitting import (
         FILE_NAMES,
         build_runtime,
@@ -556,7 +559,6 @@ def _revert_int8(plan: Plan, candidate, onnx_path: Path, model_dir: Path, judge)
         node_groups,
         revert_greedy,
         task_examples,
-        time_artifacts,
     )
     from compress.models import load_tokenizer
 
@@ -566,11 +568,26 @@ def _revert_int8(plan: Plan, candidate, onnx_path: Path, model_dir: Path, judge)
             "fp32": None,
             "why": "not tried: a partly reverted model was not timed on the device",
         }
-    if not judge(onnx_path)[3]:
+    _, _, fp32_interval, fp32_meets = judge(onnx_path)
+    if not fp32_meets:
         return {"fp32": None, "why": "not tried: the fp32 model misses the budget too"}
-    groups = node_groups(onnx_path)
     examples = task_examples(ctx.task, load_tokenizer(model_dir), ctx.max_seq_len, 128)
     base = plan.work / "reverted" / candidate.key
+    if candidate.runtime == "openvino-int8":
+        # NNCF's own accuracy control, allowed the drop the fp32 model leaves: its lower bound
+        # above -max_drop (an estimate; the result is judged again by the paired interval)
+        assert cfg.budget.max_drop is not None
+        slack = max(0.0, fp32_interval[0] + cfg.budget.max_drop / 100)
+        path, removed = _nncf_accuracy_control(plan, onnx_path, model_dir, examples, base, slack)
+        if not judge(path)[3]:
+            return {
+                "fp32": None,
+                "why": f"NNCF's accuracy control (max_drop {slack * 100:.2f} points against fp32) "
+                "did not bring it within the budget",
+            }
+        info = {"method": "nncf.quantize_with_accuracy_control", "fp32": removed or ["none"]}
+        return info | _retimed(plan, candidate, path)
+    groups = node_groups(onnx_path)
 
     def build(parts: list[str]) -> Path:
         out = base / "+".join(sorted(parts))
@@ -594,6 +611,45 @@ def _revert_int8(plan: Plan, candidate, onnx_path: Path, model_dir: Path, judge)
             "trials": trials,
         }
     path = build(parts)
+    return {"method": "greedy by part (nodes_to_exclude)", "fp32": parts, "trials": trials} | (
+        _retimed(plan, candidate, path)
+    )
+
+
+def _nncf_accuracy_control(plan, onnx_path, model_dir, examples, base: Path, slack: float):
+    from compress import openvino as ov
+    from compress.data import encode
+    from compress.fitting import copy_side_files
+    from compress.models import load_tokenizer
+    from compress.scoring import example_counts, predict, predicted_labels, score_counts
+
+    task, max_len = plan.ctx.task, plan.ctx.max_seq_len
+    dev = task.splits["dev"]
+    enc = encode(dev, load_tokenizer(model_dir), task, max_len)
+
+    def validate(compiled) -> float:
+        logits = predict(ov.compiled_forward(compiled), enc, 64)
+        return score_counts(
+            task.type, example_counts(task, dev, predicted_labels(task, enc, logits))
+        )
+
+    model, removed = ov.nncf_int8_accuracy_control(
+        ov.convert_onnx(onnx_path), examples, "performance", validate, slack
+    )
+    out = base / "nncf-accuracy-control"
+    shutil.rmtree(out, ignore_errors=True)
+    path = ov.save_ir(model, out)
+    copy_side_files(model_dir, out)
+    return path, removed
+
+
+def _retimed(plan: Plan, candidate, path: Path) -> dict:
+    """A partly reverted model timed beside its all-int8 probe; its latency in the probe's
+    terms (the probe's p50 times the slowdown measured side by side here) and its size."""
+    from compress.eval.runtimes import size_mb
+    from compress.fitting import time_artifacts
+
+    cfg, ctx = plan.cfg, plan.ctx
     probe = plan.probes[candidate.key]
     timed = time_artifacts(
         {"int8": plan.work / probe["path"], "reverted": path},
@@ -605,18 +661,12 @@ def _revert_int8(plan: Plan, candidate, onnx_path: Path, model_dir: Path, judge)
         cfg.probe.warmup,
         cfg.probe.repeats,
     )
-    # the reverted model's latency, in the probe's terms: its probe's p50 times the slowdown
-    # measured side by side here (the trained and probed int8 files time alike)
     slowdown = timed["reverted"]["p50"] / timed["int8"]["p50"]
     latency = dict(probe["latency"])
     latency["p50"] = round(latency["p50"] * slowdown, 3)
-    from compress.eval.runtimes import size_mb
-
     return {
-        "fp32": parts,
         "path": str(path.relative_to(plan.work)),
         "size_mb": round(size_mb(path), 3),
-        "trials": trials,
         "slowdown": round(slowdown, 3),
         "latency": latency,
     }
