@@ -381,10 +381,10 @@ def _fit_decision(report: Report) -> list[str]:
                 f"{probe['batch_size']} x {probe['seq_len']} tokens"
             )
         seen.append(f"{m['size_mb']:.2f} MB")
-        score = f"test score {m['score'] * 100:.2f} {_points(m['score_ci'])}"
+        score = f"test score {m['score'] * 100:.2f}{_points(m['score_ci'])}"
         if m.get("delta") is not None and m.get("delta_ci"):
             score += (
-                f", {m['delta'] * 100:+.2f} {_points(m['delta_ci'], signed=True)} against "
+                f", {m['delta'] * 100:+.2f}{_points(m['delta_ci'], signed=True)} against "
                 f"`{report.reference}`"
             )
         where = "on the device" if probe.get("device") else "on this machine"
@@ -463,7 +463,7 @@ def _fit_section(report: Report) -> list[str]:
             trained = "dev_score" in c
             score = f"{c['dev_score'] * 100:.2f}" if trained else "-"
             delta = (
-                f"{c['dev_delta'] * 100:+.2f} {_points(c['dev_delta_interval'], signed=True)}"
+                f"{c['dev_delta'] * 100:+.2f}{_points(c['dev_delta_interval'], signed=True)}"
                 if trained
                 else "-"
             )
