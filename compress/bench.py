@@ -59,10 +59,9 @@ def write_bench(
     batch_sizes: list[int] | None = None,
 ) -> Path:
     """Write the bench folder for the recipe's fit step, from its input in ``run_root``."""
-    from compress.fitting import Candidate, probe_artifacts, vocabulary_ids
+    from compress.fitting import Candidate, probe_artifacts, shape_vocab_sizes
     from compress.hardware import cpu_flags, cpu_name
     from compress.manifest import Manifest
-    from compress.models import load_tokenizer
     from compress.onnx import cpu_preset
     from compress.tasks import load_task
 
@@ -84,15 +83,7 @@ def write_bench(
     start = time.perf_counter()
     build = out / ".build"
     shapes = cfg.space.shapes()
-    train_texts = task.texts("train")
-    full = len(load_tokenizer(src))
-    vocab = {
-        v: full
-        if v is None
-        else len(vocabulary_ids(src, task.type, train_texts, v, build / "vocab"))
-        for v in cfg.space.vocabulary
-    }
-    sizes = {s: vocab[s.vocabulary] for s in shapes}
+    sizes = shape_vocab_sizes(shapes, src, task.type, task.texts("train"), build / "vocab")
     log.info("bench: building %d candidates", len(shapes) * len(cfg.space.runtimes))
     paths = probe_artifacts(
         shapes, cfg.space.runtimes, sizes, src, task.type, build / "probes", preset, seq_len

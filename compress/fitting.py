@@ -86,6 +86,16 @@ def kept_layers(depth: int, layers: int) -> list[int]:
     return [round((i + 1) * depth / layers) - 1 for i in range(layers)]
 
 
+def shape_vocab_sizes(
+    shapes: Sequence[Shape], src: Path, task_type: str, texts: list[str], work: Path
+) -> dict[Shape, int]:
+    """Each shape's vocabulary size: the input's, or what TextPruner keeps of it on ``texts``."""
+    full = len(load_tokenizer(src))
+    cuts = {s.vocabulary for s in shapes if s.vocabulary is not None}
+    kept = {v: len(vocabulary_ids(src, task_type, texts, v, work)) for v in cuts}
+    return {s: full if s.vocabulary is None else kept[s.vocabulary] for s in shapes}
+
+
 def vocabulary_ids(src: Path, task_type: str, texts: list[str], min_count: int, work: Path):
     """The ids TextPruner keeps for ``min_count`` on ``texts`` (computed once per count and
     kept in ``work``, so that probes, training and a resumed search all cut the same ids)."""

@@ -697,8 +697,7 @@ def _probe_all(cfg: FitConfig, src: Path, ctx: StageContext, work: Path) -> tupl
     """Shape-first: every candidate's random-weight artifact, timed side by side and sized.
     Kept in the resume directory, so that a resumed search does not probe again."""
     from compress.eval.runtimes import size_mb
-    from compress.fitting import Candidate, probe_artifacts, vocabulary_ids
-    from compress.models import load_tokenizer
+    from compress.fitting import Candidate, probe_artifacts, shape_vocab_sizes
 
     saved = work / "probes.json"
     if saved.exists():
@@ -706,13 +705,7 @@ def _probe_all(cfg: FitConfig, src: Path, ctx: StageContext, work: Path) -> tupl
         return data["probes"], data["meta"]
     start = time.perf_counter()
     shapes = cfg.space.shapes()
-    full = len(load_tokenizer(src))
-    texts = ctx.task.texts("train")
-    vocab = {
-        v: full if v is None else len(vocabulary_ids(src, ctx.task.type, texts, v, work / "vocab"))
-        for v in cfg.space.vocabulary
-    }
-    sizes = {s: vocab[s.vocabulary] for s in shapes}
+    sizes = shape_vocab_sizes(shapes, src, ctx.task.type, ctx.task.texts("train"), work / "vocab")
     seq_len = cfg.budget.seq_len or ctx.max_seq_len
     log.info(
         "fit: probing %d candidates from random weights", len(shapes) * len(cfg.space.runtimes)
