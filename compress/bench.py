@@ -35,8 +35,16 @@ def fit_step(recipe, name: str | None):
                 f"bench --step {name}: not a fit step of {recipe.name} (fit steps: {known})"
             )
         return step
-    if len(fits) != 1:
-        raise RecipeError(f"bench: {recipe.name} has {len(fits)} fit steps; name one with --step")
+    if not fits:
+        raise RecipeError(
+            f"bench: {recipe.name} has no fit step; bench times the candidates of a fit step's "
+            "space (add one: lert-compress stages fit)"
+        )
+    if len(fits) > 1:
+        names = ", ".join(s.name for s in fits)
+        raise RecipeError(
+            f"bench: {recipe.name} has {len(fits)} fit steps ({names}); name one with --step"
+        )
     return fits[0]
 
 

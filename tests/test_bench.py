@@ -119,6 +119,19 @@ def test_int8_preset_follows_the_instruction_set_either_way():
     assert preset("aarch64", ["asimd"]) == "arm64"
 
 
+def test_bench_names_the_fit_step_it_needs(cls_files, tmp_path):
+    from compress.bench import write_bench
+
+    plain = parse_recipe(tiny_recipe(cls_files))
+    with pytest.raises(RecipeError, match="has no fit step"):
+        write_bench(plain, tmp_path / "runs", tmp_path / "out")
+    with pytest.raises(RecipeError, match="--step teacher: not a fit step"):
+        write_bench(plain, tmp_path / "runs", tmp_path / "out", step_name="teacher")
+    fitted = parse_recipe(fit_recipe(cls_files))
+    with pytest.raises(Exception, match="`teacher` has not run"):
+        write_bench(fitted, tmp_path / "runs", tmp_path / "out")
+
+
 def test_a_missing_device_profile_is_refused_at_validation(cls_files, tmp_path):
     with pytest.raises(RecipeError, match="budget.device: .* does not exist"):
         parse_recipe(fit_recipe(cls_files, budget={"device": str(tmp_path / "nope.json")}))
