@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -21,6 +20,7 @@ from pydantic import (
 from compress.errors import RecipeError
 from compress.registry import ArtifactKind, Stage, StageConfig
 from compress.stages import CATALOGUE
+from compress.strict_yaml import load_strict, load_value
 from compress.tasks.config import TaskConfig
 from compress.validation import describe, folder_name_problem, suggest
 
@@ -182,18 +182,29 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"{path}: not valid YAML: {exc}") from exc
+    raw = load_strict(path.read_text(encoding="utf-8"), str(path))
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe is a mapping with task:, steps: and evaluate:")
     raw.setdefault("name", path.stem)
+    check_overrides(overrides or [])
     for item in overrides or []:
         apply_override(raw, item)
     recipe = parse_recipe(raw, source=str(path))
     recipe._path = path.resolve()
     return recipe
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """The same key set twice on one command line is refused: only the last would count."""
+    first: dict[str, str] = {}
+    for item in overrides:
+        key = item.partition("=")[0]
+        if key in first and first[key] != item:
+            raise RecipeError(
+                f"override {key} is given twice ({first[key]!r} and {item!r}); only the last "
+                "would count: keep one"
+            )
+        first.setdefault(key, item)
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -204,10 +215,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     key, sep, text = item.partition("=")
     if not sep or not key:
         raise RecipeError(f"override {item!r} is not of the form key.path=value")
-    try:
-        value = yaml.safe_load(text) if text else ""
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"override {item!r}: value is not valid YAML: {exc}") from exc
+    value = load_value(text, f"override {item!r}")
     parts = key.split(".")
     node: Any = raw
     for depth, part in enumerate(parts[:-1]):
@@ -273,8 +281,12 @@ def parse_recipe(raw: dict[str, Any], source: str = "recipe") -> Recipe:
         problems += _check_steps(recipe)
     if recipe is not None and not problems:
         from compress.arch import plan_archs
+        from compress.limits import limit_problems
 
-        problems += plan_archs(recipe)[1]
+        archs, arch_problems = plan_archs(recipe)
+        problems += arch_problems + limit_problems(recipe, archs)
+    if len(problems) == 1:
+        raise RecipeError(f"{source}: invalid recipe: {problems[0]}")
     if problems:
         listing = "\n  - ".join(problems)
         raise RecipeError(f"{source}: invalid recipe:\n  - {listing}")

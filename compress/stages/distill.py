@@ -104,12 +104,19 @@ class DistillConfig(KDConfig, StageConfig):
         return problems
 
     def check_arch(self, in_arch: Arch) -> list[str]:
-        """Explicit matches must name layers the teacher and the student have."""
-        if not isinstance(self.matches, list):
-            return []
+        """A student initialised from a model must share the teacher's vocabulary; explicit
+        matches must name layers the teacher and the student have."""
         student = self.out_arch(in_arch, {})
         problems = []
-        for i, m in enumerate(self.matches):
+        init, theirs = self.student.init, student.vocab if student else None
+        if init not in (None, "teacher") and None not in (in_arch.vocab, theirs):
+            if theirs != in_arch.vocab:
+                problems.append(
+                    f"student.init: {init} has a vocabulary of {theirs} tokens, the teacher "
+                    f"{in_arch.vocab}; distillation feeds both the same ids, so use a student "
+                    "with the teacher's vocabulary (all LERT sizes share one)"
+                )
+        for i, m in enumerate(self.matches if isinstance(self.matches, list) else []):
             if m.layer_T > in_arch.layers:
                 problems.append(
                     f"matches[{i}].layer_T {m.layer_T}: the teacher has {in_arch.layers} layers "

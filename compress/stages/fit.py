@@ -226,6 +226,12 @@ class FitConfig(StageConfig):
             )
         if too := [v for v in s.ffn if v > in_arch.ffn]:
             problems.append(f"space.ffn {too}: more than {has}")
+        seq, positions = self.budget.seq_len, in_arch.positions
+        if seq is not None and positions is not None and seq > positions:
+            problems.append(
+                f"budget.seq_len {seq}: the input has {positions} positions "
+                "(max_position_embeddings); give at most that"
+            )
         return problems
 
     def out_arch(self, in_arch: Arch | None, archs) -> Arch | None:

@@ -109,6 +109,20 @@ def task_type_of(cfg: TaskConfig) -> str | None:
     return cfg.type if entry.type == "any" else entry.type
 
 
+def pair_source(cfg: TaskConfig) -> str | None:
+    """What makes the task feed text pairs (token type 1 for the second text), or None: QA's
+    question and context, a text_pair_column, or a benchmark's own pair column."""
+    if task_type_of(cfg) == "qa":
+        return "its question and context"
+    if cfg.text_pair_column:
+        return f"task.text_pair_column {cfg.text_pair_column!r}"
+    from compress.tasks.benchmarks import BENCHMARKS, configure
+
+    bench = next((b for b in BENCHMARKS if b.name == cfg.name), None)
+    column = configure(cfg, bench).text_pair_column if bench else None
+    return f"its text pairs (column {column!r})" if column else None
+
+
 def check_task_config(cfg: TaskConfig) -> list[str]:
     """Options that do not fit the task's data source, found before any work."""
     from compress.validation import suggest
