@@ -1,5 +1,5 @@
-"""lert-compress (or python -m compress): run RECIPE [a.b=c ...] | eval ... | report DIR | tasks |
-stages [NAME] | convert-tf CKPT_DIR OUT_DIR"""
+"""lert-compress (or python -m compress): run RECIPE [a.b=c ...] | check RECIPE [a.b=c ...] |
+eval ... | report DIR | tasks | stages [NAME] | bench RECIPE --out DIR | convert-tf CKPT_DIR OUT_DIR"""
 
 from __future__ import annotations
 
@@ -41,6 +41,11 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         help="how long the other processes wait while the first runs a single-process step "
         "(export, quantize); default 240",
     )
+    check = sub.add_parser(
+        "check", help="validate a recipe and its overrides as run would, without running it"
+    )
+    check.add_argument("recipe", help="a recipe file, or a name under recipes/")
+    check.add_argument("overrides", nargs="*", help="a.b.c=value, as for run")
     report = sub.add_parser("report", help="re-render the report from eval/metrics.json only")
     report.add_argument("artifacts", type=Path)
     sub.add_parser("tasks", help="list the registered tasks")
@@ -126,20 +131,35 @@ def launch_torchrun(nproc: int, argv: list[str], backend: str) -> int:
     return 0  # not reached
 
 
+def parse_command(argv: list[str], prog: str = "lert-compress") -> argparse.Namespace:
+    """The parsed command line (overrides given after options joined to the rest); a bad
+    option exits with argparse's usage line."""
+    parser = _parser(prog)
+    args, extra = parser.parse_known_args(argv)
+    takes_overrides = args.command in ("run", "bench", "check")
+    stray = [x for x in extra if x.startswith("-") or "=" not in x or not takes_overrides]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if takes_overrides:
+        args.overrides += extra  # overrides given after options
+    return args
+
+
+def check_recipe(name: str, overrides: list[str]):
+    """The recipe as ``run`` would read it, validated with everything that can be known before
+    any work (options, steps, inputs, the models' limits); nothing is written."""
+    from compress.recipe import load_recipe
+
+    return load_recipe(recipe_path(name), overrides)
+
+
 def main(argv: list[str] | None = None, prog: str = "lert-compress") -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["eval"]:
         from compress.eval.__main__ import main as eval_main
 
         return eval_main(argv[1:], prog=f"{prog} eval")
-    parser = _parser(prog)
-    args, extra = parser.parse_known_args(argv)
-    takes_overrides = args.command in ("run", "bench")
-    stray = [x for x in extra if x.startswith("-") or "=" not in x or not takes_overrides]
-    if stray:
-        parser.error(f"unrecognized arguments: {' '.join(stray)}")
-    if takes_overrides:
-        args.overrides += extra  # overrides given after options
+    args = parse_command(argv, prog)
     if args.command == "run" and args.nproc > 1:
         return launch_torchrun(args.nproc, argv, args.backend)
     setup_logging(args.verbose)
@@ -147,17 +167,20 @@ def main(argv: list[str] | None = None, prog: str = "lert-compress") -> int:
     def dispatch() -> int:
         if args.command == "run":
             from compress import dist
-            from compress.recipe import load_recipe
             from compress.runner import run_recipe
 
             dist.init(args.backend, args.dist_timeout)
             if not dist.is_main():  # the first process logs for all
                 logging.getLogger().setLevel(logging.WARNING)
-            recipe = load_recipe(recipe_path(args.recipe), args.overrides)
+            recipe = check_recipe(args.recipe, args.overrides)
             root = run_recipe(recipe, args.out, evaluate=not args.no_eval)
             if dist.is_main():
                 report = "" if args.no_eval else f" (report: {root / 'report.md'})"
                 print(f"done: {root}{report}")
+        elif args.command == "check":
+            recipe = check_recipe(args.recipe, args.overrides)
+            steps = ", ".join(f"{s.name} ({s.stage})" for s in recipe.steps)
+            print(f"ok: {recipe.name}: {len(recipe.steps)} steps: {steps}")
         elif args.command == "report":
             from compress.eval.report import render_report
             from compress.lock import artifacts_lock
@@ -184,9 +207,8 @@ def main(argv: list[str] | None = None, prog: str = "lert-compress") -> int:
             )
         elif args.command == "bench":
             from compress.bench import write_bench
-            from compress.recipe import load_recipe
 
-            recipe = load_recipe(recipe_path(args.recipe), args.overrides)
+            recipe = check_recipe(args.recipe, args.overrides)
             out = write_bench(
                 recipe,
                 args.artifacts,
