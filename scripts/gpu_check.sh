@@ -33,11 +33,11 @@ OUT_DIR=${OUT:-artifacts}
 # the data-parallel path on one GPU: torchrun, an NCCL process group, DDP, one writer
 HF_HUB_OFFLINE=1 "$PY" -m torch.distributed.run --standalone --nproc-per-node=1 -m compress run demo \
   --out "$OUT_DIR/gpu-check-ddp" --no-eval task.max_train_examples=512 steps.teacher.max_steps=20 \
-  steps.student.max_steps=20 steps.pruned.recover.max_steps=10
+  steps.student.max_steps=20 steps.fit.recover.max_steps=10
 "$PY" -c 'import json, sys; steps = json.load(open(sys.argv[1]))["steps"]; print({k: (v["status"], v.get("processes"), v.get("backend")) for k, v in steps.items()})' \
   "$OUT_DIR/gpu-check-ddp/demo/manifest.json"
 # mixed precision on CUDA: a bf16 teacher and student for a few steps
 HF_HUB_OFFLINE=1 "$PY" -m compress run demo --out "$OUT_DIR/gpu-check-bf16" --no-eval \
   task.max_train_examples=512 steps.teacher.max_steps=20 steps.student.max_steps=20 \
-  steps.teacher.precision=bf16 steps.student.precision=bf16 steps.pruned.recover.max_steps=10
+  steps.teacher.precision=bf16 steps.student.precision=bf16 steps.fit.recover.max_steps=10
 echo "gpu_check: passed"
