@@ -1,5 +1,6 @@
 """lert-compress (or python -m compress): run RECIPE [a.b=c ...] | check RECIPE [a.b=c ...] |
-eval ... | report DIR | tasks | stages [NAME] | bench RECIPE --out DIR | convert-tf CKPT_DIR OUT_DIR"""
+eval ... | report DIR | tasks | stages [NAME] | bench RECIPE --out DIR |
+convert-tf CKPT_DIR OUT_DIR"""
 
 from __future__ import annotations
 

@@ -32,9 +32,7 @@ class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that records the first problem it meets (with its line) and raises it."""
 
 
-_StrictLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", _EXP_FLOAT, list("-+0123456789")
-)
+_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXP_FLOAT, list("-+0123456789"))
 
 
 def _plain(node: Node) -> bool:

@@ -432,7 +432,8 @@ def test_a_recipe_value_cannot_put_a_path_outside_the_artifacts_root(
     err = capsys.readouterr().err
     value = override.split("=", 1)[1]
     assert f"{key}: {value!r} names a folder inside the artifacts root" in err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1  # the file and the key, one line
+    # the file and the key, in one line
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert set(tmp_path.rglob("*")) == before  # nothing written anywhere, inside or out
     assert not Path("/tmp/lert-escaped").exists()
 

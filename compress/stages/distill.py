@@ -109,13 +109,13 @@ class DistillConfig(KDConfig, StageConfig):
         student = self.out_arch(in_arch, {})
         problems = []
         init, theirs = self.student.init, student.vocab if student else None
-        if init not in (None, "teacher") and None not in (in_arch.vocab, theirs):
-            if theirs != in_arch.vocab:
-                problems.append(
-                    f"student.init: {init} has a vocabulary of {theirs} tokens, the teacher "
-                    f"{in_arch.vocab}; distillation feeds both the same ids, so use a student "
-                    "with the teacher's vocabulary (all LERT sizes share one)"
-                )
+        known = None not in (in_arch.vocab, theirs)
+        if init not in (None, "teacher") and known and theirs != in_arch.vocab:
+            problems.append(
+                f"student.init: {init} has a vocabulary of {theirs} tokens, the teacher "
+                f"{in_arch.vocab}; distillation feeds both the same ids, so use a student "
+                "with the teacher's vocabulary (all LERT sizes share one)"
+            )
         for i, m in enumerate(self.matches if isinstance(self.matches, list) else []):
             if m.layer_T > in_arch.layers:
                 problems.append(
