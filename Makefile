@@ -10,7 +10,7 @@ NPROC   ?= 1
 OUT     ?= artifacts
 PYTEST_ARGS ?=
 
-.PHONY: all run install test test-slow lint format report bench gpu-check clean
+.PHONY: all run install test test-slow lint format report gpu-check clean
 
 all: run
 
