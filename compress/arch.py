@@ -33,6 +33,7 @@ class Arch:
     type_vocab: int | None = None  # type_vocab_size: a text pair needs 2
     tokens: int | None = None  # the tokenizer's size, where its files are known
     width_heads: int | None = None  # num_attention_heads of a loaded config (must divide hidden)
+    head_labels: tuple[str, ...] | None = None  # a loaded task head's labels, in id order
     origin: str = ""  # where the model comes from, for messages
 
     def with_(self, **changes) -> Arch:
@@ -126,8 +127,25 @@ def arch_of_config_file(config: Path, origin: str = "") -> Arch:
         type_vocab=int(data.get("type_vocab_size", 2)),
         tokens=tokenizer_size(config.parent),
         width_heads=heads,
+        head_labels=_head_labels(data),
         origin=origin or str(config.parent),
     )
+
+
+TASK_HEADS = ("ForSequenceClassification", "ForTokenClassification")
+
+
+def _head_labels(config: dict) -> tuple[str, ...] | None:
+    """The labels of a saved classification or tagging head in id order (``id2label``, as
+    transformers saves it: string ids), or None for a model without one."""
+    heads = [a for a in config.get("architectures") or [] if a.endswith(TASK_HEADS)]
+    id2label = config.get("id2label")
+    if not heads or not isinstance(id2label, dict):
+        return None
+    try:
+        return tuple(str(id2label[str(i)]) for i in range(len(id2label)))
+    except KeyError:
+        return None
 
 
 def tokenizer_size(model_dir: Path) -> int | None:

@@ -14,22 +14,33 @@ from compress.arch import Arch
 
 def limit_problems(recipe, archs: dict[str, Arch | None]) -> list[str]:
     """One line per broken limit: the key, the model, the limit and the fix."""
-    from compress.tasks import pair_source
+    from compress.tasks import configured_labels, pair_source
 
     pairs = pair_source(recipe.task)
+    labels = configured_labels(recipe.task)
     found: dict[tuple, str] = {}
     for step in recipe.steps:
         arch = archs.get(step.name)
         if arch is None:
             continue
         model = f"step {step.name!r} ({arch.origin})" if arch.origin else f"step {step.name!r}"
-        for key, problem in _arch_problems(recipe, step, arch, pairs):
+        for key, problem in _arch_problems(recipe, step, arch, pairs, labels):
             found.setdefault((key, arch.origin), f"{key}: {model} {problem}")
     return list(found.values())
 
 
-def _arch_problems(recipe, step, arch: Arch, pairs: str | None) -> list[tuple[str, str]]:
+def _arch_problems(recipe, step, arch: Arch, pairs, labels) -> list[tuple[str, str]]:
     out = []
+    head = arch.head_labels
+    if head and labels and sorted(head) == sorted(labels) and list(head) != labels:
+        out.append(
+            (
+                "task.labels",
+                f"has a head for the task's labels in another order ({list(head)}, the task "
+                f"{labels}); its head would be reused with each output meaning another label: "
+                f"give task.labels as {list(head)}, or a model without that head",
+            )
+        )
     positions, seq = arch.positions, recipe.task.max_seq_len
     if positions is not None and seq > positions:
         out.append(

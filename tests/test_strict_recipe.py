@@ -249,6 +249,32 @@ def test_a_loaded_model_that_cannot_take_its_own_inputs(
     assert err.endswith(f"model: step 'teacher' ({model}) {expected}")
 
 
+def test_a_loaded_head_for_the_task_s_labels_in_another_order(tmp_path, cls_files, capsys):
+    """A classifier saved by transformers (``architectures`` and ``id2label`` with string ids,
+    as ``save_pretrained`` writes them) for the same labels in another order: of the same size,
+    its head would be loaded as is, each output now read as another label."""
+    model = _model_dir(
+        tmp_path,
+        "classifier",
+        architectures=["BertForSequenceClassification"],
+        id2label={"0": "positive", "1": "negative"},
+        label2id={"positive": 0, "negative": 1},
+    )
+    raw = _with_model(cls_files, model)
+    raw["task"]["labels"] = ["negative", "positive"]
+    err = _refused(tmp_path, capsys, _recipe(tmp_path, raw))
+    assert err.endswith(
+        f"task.labels: step 'teacher' ({model}) has a head for the task's labels in another "
+        "order (['positive', 'negative'], the task ['negative', 'positive']); its head would be "
+        "reused with each output meaning another label: give task.labels as ['positive', "
+        "'negative'], or a model without that head"
+    )
+    raw["task"]["labels"] = ["positive", "negative"]  # the head's own order: accepted
+    from compress.recipe import parse_recipe
+
+    assert parse_recipe(raw).task.labels == ["positive", "negative"]
+
+
 def test_a_student_with_another_vocabulary_than_its_teacher(tmp_path, cls_files, capsys):
     raw = _with_model(cls_files, _model_dir(tmp_path, "teacher"))
     student = _model_dir(tmp_path, "student", tokens=30, vocab_size=30)

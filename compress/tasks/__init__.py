@@ -123,6 +123,18 @@ def pair_source(cfg: TaskConfig) -> str | None:
     return f"its text pairs (column {column!r})" if column else None
 
 
+def configured_labels(cfg: TaskConfig) -> list[str] | None:
+    """The task's labels in id order where the recipe or its benchmark names them (else they
+    come from the data, known only once it is read)."""
+    if cfg.labels:
+        return list(cfg.labels)
+    from compress.tasks.benchmarks import BENCHMARKS, configure
+
+    bench = next((b for b in BENCHMARKS if b.name == cfg.name), None)
+    labels = configure(cfg, bench).labels if bench else None
+    return list(labels) if labels else None
+
+
 def check_task_config(cfg: TaskConfig) -> list[str]:
     """Options that do not fit the task's data source, found before any work."""
     from compress.validation import suggest
