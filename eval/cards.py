@@ -14,10 +14,13 @@ from compress.manifest import Manifest, StepEntry
 def search_text(search: dict) -> str:
     """The KD settings a distill step's search chose, in words."""
     chosen = ", ".join(f"{k} {v}" for k, v in search["chosen"].items())
-    return (
-        f"{chosen}, chosen on {search['split']} from {len(search['trials'])} trials of "
-        f"{search['trial_steps']} steps"
-    )
+    rounds = search.get("rounds", [search["trial_steps"]])
+    trials = f"{len(search['trials'])} trials of {' then '.join(str(r) for r in rounds)} steps"
+    if search.get("outcome") == "no signal":
+        name = search["trivial"]["name"]
+        return f"{chosen} (the stage's defaults): no signal: all {trials} at the {name} baseline"
+    text = f"{chosen}, chosen on {search['split']} from {trials}"
+    return f"{text} ({search['outcome']})" if search.get("outcome") else text
 
 
 PIPELINE_TASKS = {

@@ -256,26 +256,49 @@ def _started_from(report: Report) -> list[str]:
 def _kd_search(report: Report) -> list[str]:
     lines = []
     for name, search in report.kd_search.items():
-        keys = list(search["chosen"])
+        keys = [
+            k for k in search["trials"][0] if k in ("temperature", "hard_label_weight", "matches")
+        ]
+        trivial = search.get("trivial")
         lines += [
             f"KD settings of `{name}`: {search_text(search)} (each from the same initial "
             "student, labelled rows only; the chosen ones then trained it in full):",
             "",
-            "| " + " | ".join(keys) + f" | {search['split']} {report.metric} | s |",
-            "|" + "---|" * (len(keys) + 2),
+            "| " + " | ".join(keys) + f" | steps | {search['split']} {report.metric} | "
+            "vs trivial (95%) | left it | earlier rounds | s |",
+            "|" + "---|" * (len(keys) + 6),
         ]
+        history = search.get("history", [])
         for t in search["trials"]:
-            mark = " (chosen)" if all(t[k] == search["chosen"][k] for k in keys) else ""
+            earlier = [
+                f"{r['dev'] * 100:.2f}"
+                for r in history
+                if r["trial"] == t.get("trial") and r["round"] < t["round"]
+            ]
+            chosen = all(t[k] == search["chosen"].get(k) for k in keys)
+            mark = " (chosen)" if chosen else " (pruned)" if t.get("pruned") else ""
+            vs = t.get("vs_trivial_interval")
             cells = [str(t[k]) for k in keys] + [
+                str(t.get("steps", search["trial_steps"])),
                 f"{t['dev'] * 100:.2f}{mark}",
+                f"[{vs[0] * 100:+.2f}, {vs[1] * 100:+.2f}]" if vs else "",
+                ("yes" if t["left_baseline"] else "no") if "left_baseline" in t else "",
+                " → ".join(earlier),
                 f"{t['seconds']:.0f}",
             ]
             lines.append("| " + " | ".join(cells) + " |")
-        dev = report.split_sizes.get(search["split"])
-        if dev:
+        lines.append("")
+        if trivial:
+            rounds = " → ".join(str(r) for r in search.get("rounds", [search["trial_steps"]]))
             lines.append(
-                f"Short trials on {dev:,} {search['split']} examples: a lead of a point or so "
-                "between them is within noise, so the choice is a measured default, not a finding."
+                f"The trivial predictor, {trivial['description']}, scores "
+                f"{trivial['dev'] * 100:.2f} on the same examples; rounds of {rounds} steps "
+                f"(successive halving, cap {search.get('cap_steps')}). Choice: {search['why']}."
+            )
+        else:
+            lines.append(
+                "Short trials: a lead of a point or so between them is within noise, so the "
+                "choice is a measured default, not a finding."
             )
         lines.append("")
     return lines
@@ -454,8 +477,8 @@ def _fit_section(report: Report) -> list[str]:
             f"{_where_timed(probe)} {_probe_savings(fit)}",
             "",
             "| candidate | runtime | vocab | size MB | p50 ms (IQR) | dev score | Δ dev "
-            "(95% CI) | status |",
-            "|---|---|---:|---:|---:|---:|---:|---|",
+            "(95% CI) | left trivial | status |",
+            "|---|---|---:|---:|---:|---:|---:|---|---|",
         ]
         for c in fit["candidates"]:
             lat = c["latency"]
@@ -483,10 +506,19 @@ def _fit_section(report: Report) -> list[str]:
                 )
             elif revert:
                 status += f" (reverting int8: {revert['why']})"
+            left = {True: "yes", False: "**no**"}.get(c.get("left_baseline"), "-")
             lines.append(
                 f"| {shape} | {c['runtime']} | {c['vocab_size']:,} | {c['size_mb']:.2f} | "
-                f"{timed} | {score} | {delta} | {status} |"
+                f"{timed} | {score} | {delta} | {left} | {status} |"
             )
+        trivial = fit.get("trivial")
+        if trivial:
+            lines += [
+                "",
+                f"Left trivial: whether the candidate's dev score is above that of the trivial "
+                f"predictor, {trivial['description']} ({trivial['dev'] * 100:.2f}), by its "
+                "paired 95% interval; a **no** learned nothing the trivial predictor lacks.",
+            ]
         check = fit.get("probe_check")
         if check:
             verdict = "agree" if check["agree"] else "differ by more than the spread"

@@ -248,6 +248,12 @@ def test_kd_with_transfer_beats_no_kd_when_the_teacher_saw_more_labels(tmp_path,
     assert rows["kd-transfer"]["score"] > rows["no-kd"]["score"] + 0.1
 
 
+def test_kd_search_starts_no_round_past_its_time_budget(tmp_path, cls_files):
+    _, search = _searched(tmp_path, cls_files, lr=1e-9, trial_steps=2, max_seconds=0.01)
+    assert search["rounds"] == [2] and search["cap_steps"] == 80
+    assert search["outcome"] == "no signal" and len(search["history"]) == 4
+
+
 def test_select_passes_the_better_student_on_dev_and_says_so(tmp_path, cls_files):
     """A KD student worse than its twin on dev is not pruned unknowingly: select scores both
     on dev, copies the winner, and the report and the next step's card name the choice."""
@@ -281,6 +287,25 @@ def test_select_passes_the_better_student_on_dev_and_says_so(tmp_path, cls_files
     assert f"- `pick` took `{details['chosen']}` of `student`, `no-kd`" in md
     card = (root / steps["pruned"]["output"] / "README.md").read_text()
     assert "`pick`: stage `select`" in card and f"took `{details['chosen']}`" in card
+
+
+def test_select_between_models_that_learned_nothing_says_no_signal(tmp_path, cls_files):
+    """Two models trained with a learning rate too small to move them: neither leaves the
+    majority predictor on dev, so select passes the first of best_of on and says why, rather
+    than taking whichever random start happened to score higher."""
+    steps = tiny_recipe(cls_files)["steps"]
+    steps[0] |= {"name": "a", "lr": 1e-9, "epochs": 1}
+    steps.append({**steps[0], "name": "b", "epochs": 2})
+    steps.append({"name": "pick", "stage": "select", "best_of": ["a", "b"]})
+    raw = tiny_recipe(cls_files, steps=steps)
+    raw["evaluate"]["latency"] = False
+    root = run_recipe(parse_recipe(raw), tmp_path / "art")
+    details = json.loads((root / "manifest.json").read_text())["steps"]["pick"]["details"]
+    assert details["outcome"] == "no signal" and details["chosen"] == "a"
+    assert not any(v["left_baseline"] for v in details["vs_trivial"].values())
+    assert details["why"].startswith("no signal: none left the majority baseline")
+    md = (root / "report.md").read_text()
+    assert "- `pick` took `a` of `a`, `b`: no signal: none left the majority baseline" in md
 
 
 def test_select_refuses_what_it_cannot_compare(cls_files):
@@ -331,29 +356,60 @@ def test_a_kd_student_below_its_twin_on_dev_is_named_in_the_report(tmp_path):
     assert worse == {"kd": "student", "no_kd": "no-kd", "kd_dev": 0.70, "no_kd_dev": 0.74}
 
 
-def test_kd_settings_are_chosen_on_dev_and_every_trial_is_recorded(tmp_path, cls_files):
+def _searched(tmp_path, cls_files, lr: float, **search):
+    """The tiny teacher and a KD student whose settings are searched on dev (no no-KD twin)."""
     raw = distill_recipe(cls_files, matches="none")
-    raw["steps"][1]["search"] = {
-        "temperature": [1, 8],
-        "hard_label_weight": [0, 1],
-        "trial_steps": 5,
-    }
+    raw["steps"] = raw["steps"][:2]
+    raw["steps"][1]["lr"] = lr
+    raw["steps"][1]["search"] = {"temperature": [1, 8], "hard_label_weight": [0, 1], **search}
     raw["evaluate"]["latency"] = False
     root = run_recipe(parse_recipe(raw), tmp_path / "art")
-    search = json.loads((root / "manifest.json").read_text())["steps"]["student"]["details"][
-        "search"
-    ]
+    manifest = json.loads((root / "manifest.json").read_text())["steps"]
+    return root, manifest["student"]["details"]["search"]
+
+
+def test_kd_trials_that_learned_nothing_go_on_until_one_leaves_the_baseline(tmp_path, cls_files):
+    """Two-step trials still predict (near) one class: within noise of the majority predictor
+    on 40 dev reviews. The pruner's rounds double their length until one leaves it, and the
+    choice is made by that round's scores."""
+    root, search = _searched(tmp_path, cls_files, lr=3e-3, trial_steps=2)
     grid = [(t["temperature"], t["hard_label_weight"]) for t in search["trials"]]
     assert grid == [(1, 0), (1, 1), (8, 0), (8, 1)] and search["split"] == "dev"
-    best = max(search["trials"], key=lambda t: t["dev"])
+    first = [r for r in search["history"] if r["round"] == 0]
+    assert len(first) == 4 and not any(r["left_baseline"] for r in first)
+    assert search["rounds"][:2] == [2, 4] and len(search["rounds"]) >= 2
+    assert search["cap_steps"] == 80  # the step's own 8 epochs of 10 batches
+    last = [r for r in search["history"] if r["round"] == len(search["rounds"]) - 1]
+    assert any(r["left_baseline"] for r in last)
+    best = max(last, key=lambda r: r["dev"])
+    assert search["outcome"] in ("finding", "within noise")
     assert search["chosen"] == {
         "temperature": best["temperature"],
         "hard_label_weight": best["hard_label_weight"],
     }
+    assert search["trivial"]["name"] == "majority"
     md = (root / "report.md").read_text()
-    assert "KD settings of `student`:" in md and "(chosen)" in md
+    assert "KD settings of `student`:" in md and "(chosen)" in md and "| yes |" in md
+    assert f"rounds of {' → '.join(str(r) for r in search['rounds'])} steps" in md
     card = (root / "02_student" / "model" / "README.md").read_text()
-    assert "chosen on dev from 4 trials of 5 steps" in card
+    rounds = " then ".join(str(r) for r in search["rounds"])
+    assert f"chosen on dev from 4 trials of {rounds} steps ({search['outcome']})" in card
+
+
+def test_kd_search_with_no_signal_by_its_cap_says_so_and_uses_the_defaults(tmp_path, cls_files):
+    """A learning rate too small to move the student: every round stays at the majority
+    predictor up to the cap (half an epoch), and the stage's defaults are used, not the grid's
+    first point."""
+    root, search = _searched(tmp_path, cls_files, lr=1e-9, trial_steps=2, max_trial_epochs=0.5)
+    assert search["rounds"] == [2, 4, 5] and search["cap_steps"] == 5
+    assert not any(r["left_baseline"] for r in search["history"])
+    assert search["outcome"] == "no signal"
+    assert search["chosen"] == {"temperature": 8.0, "hard_label_weight": 0.0}
+    md = (root / "report.md").read_text()
+    assert "Choice: no signal: all trials at the majority baseline" in md
+    assert "| no |" in md and "| yes |" not in md
+    card = (root / "02_student" / "model" / "README.md").read_text()
+    assert "no signal: all 4 trials of 2 then 4 then 5 steps at the majority baseline" in card
 
 
 def test_a_setting_both_given_and_searched_is_refused(cls_files):

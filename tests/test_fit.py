@@ -110,6 +110,15 @@ def test_fit_chooses_within_the_budget_and_reports_it(tmp_path, cls_files):
     winner = rows[details["winner"]]
     assert winner["status"] == "chosen" and winner["size_mb"] <= 0.3
     assert entry.kind == "onnx" and entry.output.endswith("model.onnx")
+    # every trained candidate set beside the trivial predictor on the same dev examples
+    assert details["trivial"]["name"] == "majority"
+    trained = [r for r in rows.values() if "dev_score" in r]
+    for r in trained:
+        low, high = r["vs_trivial_interval"]
+        assert low <= r["vs_trivial"] <= high and r["left_baseline"] == (low > 0)
+        assert r["vs_trivial"] == pytest.approx(
+            r["dev_score"] - details["trivial"]["dev"], abs=1e-4
+        )
     # the shortcut holds: the trained winner, timed beside its random-weight probe in one
     # interleaved run, is as fast as the probe within the spread the timings themselves show
     check = details["probe_check"]
@@ -120,6 +129,7 @@ def test_fit_chooses_within_the_budget_and_reports_it(tmp_path, cls_files):
     assert report["fit"]["fit"]["winner"] == details["winner"]
     md = (root / "report.md").read_text()
     assert "## Fit" in md and details["winner"] in md and "over size" in md
+    assert "| left trivial |" in md and "Left trivial: whether the candidate's dev score" in md
     # the decision uses the winner's own row, measured by the evaluation, not its probe
     measured = report["fit"]["fit"]["measured"]
     row = next(r for r in report["rows"] if r["variant"] == "fit" and r["device"] == "cpu")

@@ -11,8 +11,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # the only places that may call the evaluator: the runner and the command line, and the fit
 # stage, which chooses by the evaluator's own measurements (its timing loop, sizes and paired
-# intervals), so that what it chose by is what the report shows
+# intervals), so that what it chose by is what the report shows; and compress/signal.py, which
+# judges every other dev-scored choice (KD trials, select) against the trivial predictor by the
+# evaluator's paired interval, for the same reason
 EVAL_CALLERS = {
+    "compress/signal.py",
     "compress/runner.py",
     "compress/__main__.py",
     "compress/fitting.py",

@@ -12,6 +12,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from compress import dist
 from compress.arch import Arch, arch_of_source
 from compress.data import encode_splits
 from compress.distillation import KDConfig, distil
@@ -25,22 +26,56 @@ log = logging.getLogger(__name__)
 
 
 class KDSearch(BaseModel):
-    """KD settings chosen on the dev split: every combination of the lists given runs
-    ``trial_steps`` steps from the same initial student (labelled rows only, the teacher run per
-    batch), is scored on dev, and the best one (the first of equal scores) trains the student.
-    The settings it searches replace the step's own; every trial is recorded."""
+    """KD settings chosen on the dev split: every combination of the lists given trains from the
+    same initial student (labelled rows only, the teacher run per batch) and is scored on dev
+    against the trivial predictor (the majority class, all-O, the empty answer).
+
+    Rounds of successive halving (Optuna's ``SuccessiveHalvingPruner``): the first round is
+    ``trial_steps`` (default ``trial_epochs`` of an epoch); while no trial has left the trivial
+    predictor by its paired interval, the trials the pruner keeps train again from the same
+    start, ``reduction_factor`` times longer, up to the cap (the step's own length, or
+    ``max_trial_epochs``; no new round after ``max_seconds``). The best of the first round
+    with a trial off the baseline is chosen (the first of equal scores); with none by the cap,
+    the stage's defaults are used and the record says "no signal". Every round of every trial is
+    recorded."""
 
     model_config = ConfigDict(extra="forbid")
 
     temperature: list[float] = Field(default_factory=list)
     hard_label_weight: list[float] = Field(default_factory=list)
     matches: list[Literal["none", "uniform"]] = Field(default_factory=list)
-    trial_steps: int = Field(60, ge=1, description="optimizer steps of each trial")
+    trial_steps: int | None = Field(
+        None, ge=1, description="optimizer steps of the first round (default: trial_epochs)"
+    )
+    trial_epochs: float = Field(
+        0.5, gt=0, description="the first round's length as a fraction of an epoch of the data"
+    )
+    reduction_factor: int = Field(
+        2, ge=2, description="each round is this many times longer; the pruner keeps ~1/this"
+    )
+    max_trial_epochs: float | None = Field(
+        None, gt=0, description="the longest a trial trains (default: as long as the step)"
+    )
+    max_seconds: float | None = Field(
+        None, gt=0, description="no new round starts once the search has taken this long"
+    )
 
     def grid(self) -> list[dict]:
         keys = [k for k in ("temperature", "hard_label_weight", "matches") if getattr(self, k)]
         values = [getattr(self, k) for k in keys]
         return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)]
+
+    def rounds(self, per_epoch: int, step_steps: int) -> list[int]:
+        """The optimizer steps of each round: the first, then ``reduction_factor`` times the
+        last, up to the cap (itself the last round)."""
+        first = self.trial_steps or max(1, round(self.trial_epochs * per_epoch))
+        cap = step_steps
+        if self.max_trial_epochs is not None:
+            cap = max(1, round(self.max_trial_epochs * per_epoch))
+        rounds = [first]
+        while rounds[-1] < cap:
+            rounds.append(min(cap, rounds[-1] * self.reduction_factor))
+        return rounds
 
 
 class DistillConfig(KDConfig, StageConfig):
@@ -182,42 +217,160 @@ def distill(cfg: DistillConfig, src: Path | None, ctx: StageContext) -> StageRes
 
 
 def search_on_dev(cfg: DistillConfig, teacher, tokenizer, task, enc, ctx):
-    """``(cfg, record)``: the config with the KD settings that scored best on dev after a short
-    trial each, and every trial's settings, dev score and seconds."""
-    from transformers import set_seed
+    """``(cfg, record)``: the config with the KD settings chosen on dev (``KDSearch``), and every
+    round of every trial: its settings, steps, dev score against the trivial predictor, seconds."""
+    import optuna
 
-    assert cfg.search is not None
+    from compress.signal import NO_SIGNAL, against_trivial, outcome, trivial_dev
+    from compress.trainer import shuffled_batches, total_steps
+
+    search = cfg.search
+    assert search is not None
+    grid = search.grid()
+    per_epoch = shuffled_batches(enc["train"], cfg.batch_size, ctx.seed).per_epoch
+    rounds = search.rounds(per_epoch, total_steps(cfg, per_epoch))
+    trivial, trivial_counts = trivial_dev(task)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        direction="maximize",
+        pruner=optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=rounds[0], reduction_factor=search.reduction_factor
+        ),
+    )
+    spaces = {k: optuna.distributions.CategoricalDistribution(getattr(search, k)) for k in grid[0]}
     trials = []
-    for point in cfg.search.grid():
-        trial = cfg.model_copy(
-            update={
-                **point,
-                "max_steps": cfg.search.trial_steps,
-                "cache_teacher_logits": False,  # a short trial: the teacher runs per batch
-                "transfer": None,
-                "search": None,
-            }
+    for point in grid:  # in the grid's order: the first of equal scores wins
+        study.enqueue_trial(point)
+        trials.append(study.ask(spaces))
+    alive, rows, counts = list(range(len(grid))), [], {}
+    started = time.perf_counter()
+    for number, steps in enumerate(rounds):
+        for i in alive:
+            counts[i], row = _kd_trial(cfg, grid[i], steps, teacher, tokenizer, task, enc, ctx)
+            row = {"trial": i, "round": number, **row}
+            row |= against_trivial(task.type, counts[i], trivial_counts, ctx.seed)
+            rows.append(row)
+            trials[i].report(row["dev"], steps)
+            log.info(
+                "%s: KD trial %s, %d steps: dev %s %.4f (%+.2f points over the %s baseline%s)",
+                ctx.step_name,
+                grid[i],
+                steps,
+                task.metric,
+                row["dev"],
+                row["vs_trivial"] * 100,
+                trivial["name"],
+                "" if row["left_baseline"] else ", within noise of it",
+            )
+        here = [r for r in rows if r["round"] == number]
+        # the first process's clock decides for all: every process must run the same rounds
+        out_of_time = dist.broadcast(
+            search.max_seconds is not None and time.perf_counter() - started > search.max_seconds
         )
-        set_seed(ctx.seed)  # every trial starts from the same student
-        student, _ = build_student(cfg.student, teacher, tokenizer, ctx.task, ctx.outputs)
-        started = time.perf_counter()
-        with tempfile.TemporaryDirectory(dir=ctx.step_dir.parent, prefix=".search-") as work:
-            result = distil(trial, teacher, student, task, enc, ctx.seed, "trial", Path(work))
-        seconds = round(time.perf_counter() - started, 2)
-        trials.append({**point, "dev": round(result["best_dev"], 5), "seconds": seconds})
+        if any(r["left_baseline"] for r in here) or number == len(rounds) - 1 or out_of_time:
+            break
+        kept = [i for i in alive if not trials[i].should_prune()]
+        for i in set(alive) - set(kept):
+            study.tell(trials[i], state=optuna.trial.TrialState.PRUNED)
         log.info(
-            "%s: KD trial %s: dev %s %.4f", ctx.step_name, point, task.metric, result["best_dev"]
+            "%s: no KD trial has left the trivial predictor after %d steps; %d go on to %d "
+            "steps (the rest pruned)",
+            ctx.step_name,
+            steps,
+            len(kept),
+            rounds[number + 1],
         )
-    best = max(trials, key=lambda t: t["dev"])  # max keeps the first of equal scores
-    chosen = {k: best[k] for k in cfg.search.grid()[0]}
-    log.info("%s: KD settings chosen on dev: %s (dev %.4f)", ctx.step_name, chosen, best["dev"])
+        alive = kept
+    last = [r for r in rows if r["round"] == number]
+    order = sorted(range(len(last)), key=lambda j: -last[j]["dev"])  # stable: grid order on ties
+    best, runner = alive[order[0]], (alive[order[1]] if len(order) > 1 else None)
+    verdict, interval = outcome(
+        task.type,
+        counts[best],
+        counts[runner] if runner is not None else None,
+        last[order[0]]["left_baseline"],
+        ctx.seed,
+    )
+    for i in alive:
+        study.tell(trials[i], next(r["dev"] for r in last if r["trial"] == i))
+    keys = list(grid[0])
+    if verdict == NO_SIGNAL:  # nothing to choose by: the stage's defaults, not the grid's first
+        chosen = {k: DistillConfig.model_fields[k].default for k in keys}
+        why = (
+            f"no signal: all trials at the {trivial['name']} baseline "
+            f"({trivial['dev'] * 100:.2f}) after {rounds[number]} steps; the stage's defaults "
+            f"({', '.join(f'{k} {v}' for k, v in chosen.items())}: TextBrewer's published "
+            "setting) are used"
+        )
+        log.warning("%s: %s", ctx.step_name, why)
+    else:
+        chosen = {k: grid[best][k] for k in keys}
+        why = _search_why(verdict, last[order[0]], interval, rounds[number], trivial)
+        log.info("%s: KD settings chosen on dev: %s (%s)", ctx.step_name, chosen, why)
     record = {
         "split": "dev",
-        "trial_steps": cfg.search.trial_steps,
-        "trials": trials,
+        "trial_steps": rounds[0],
+        "rounds": rounds[: number + 1],
+        "cap_steps": rounds[-1],
+        "trivial": trivial,
+        "trials": [_final_row(rows, i) for i in range(len(grid))],
+        "history": rows,
         "chosen": chosen,
+        "outcome": verdict,
+        "why": why,
     }
+    if interval is not None:
+        record["lead_interval"] = interval
     return cfg.model_copy(update={**chosen, "search": None}), record
+
+
+def _kd_trial(cfg: DistillConfig, point: dict, steps: int, teacher, tokenizer, task, enc, ctx):
+    """One trial of ``steps`` from the seeded initial student: its dev counts and its row."""
+    from transformers import set_seed
+
+    from compress.signal import torch_dev_counts
+
+    trial = cfg.model_copy(
+        update={
+            **point,
+            "max_steps": steps,
+            "cache_teacher_logits": False,  # a short trial: the teacher runs per batch
+            "transfer": None,
+            "search": None,
+        }
+    )
+    set_seed(ctx.seed)  # every trial starts from the same student
+    student, _ = build_student(cfg.student, teacher, tokenizer, ctx.task, ctx.outputs)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=ctx.step_dir.parent, prefix=".search-") as work:
+        result = distil(trial, teacher, student, task, enc, ctx.seed, "trial", Path(work))
+    counts = torch_dev_counts(student, task, enc, cfg.eval_batch_size)
+    seconds = round(time.perf_counter() - started, 2)
+    dev = round(result["best_dev"], 5)
+    return counts, {**point, "steps": steps, "dev": dev, "seconds": seconds}
+
+
+def _final_row(rows: list[dict], trial: int) -> dict:
+    """A trial's last round, with the seconds of all its rounds and whether it was pruned."""
+    mine = [r for r in rows if r["trial"] == trial]
+    last_round = max(r["round"] for r in rows)
+    pruned = mine[-1]["round"] < last_round
+    return mine[-1] | {"seconds": round(sum(r["seconds"] for r in mine), 2), "pruned": pruned}
+
+
+def _search_why(verdict: str, best: dict, interval, steps: int, trivial: dict) -> str:
+    lead = (
+        f"; ahead of the runner-up by [{interval[0] * 100:+.2f}, {interval[1] * 100:+.2f}] "
+        "points (paired 95%)"
+        if interval
+        else ""
+    )
+    low, high = (x * 100 for x in best["vs_trivial_interval"])
+    what = "a finding" if verdict == "finding" else "within noise of the runner-up"
+    return (
+        f"{what}: after {steps} steps, dev {best['dev'] * 100:.2f}, [{low:+.2f}, {high:+.2f}] "
+        f"points over the {trivial['name']} baseline{lead}"
+    )
 
 
 def labelled_subset(task, rows: int | None, seed: int, step: str):

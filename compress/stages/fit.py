@@ -521,6 +521,8 @@ def train_candidate(plan: Plan, candidate) -> dict:
         return counts, delta, interval, bool(meets)
 
     counts, delta, interval, meets = judge(path)
+    from compress.signal import against_trivial, trivial_dev
+
     result: dict = {}
     if not meets and candidate.runtime != "onnx-fp32" and cfg.revert:
         reverted = _revert_int8(plan, candidate, onnx_path, model_dir, judge)
@@ -539,6 +541,7 @@ def train_candidate(plan: Plan, candidate) -> dict:
         "dev_delta": delta,
         "dev_delta_interval": interval,
         "meets_accuracy": meets,
+        **against_trivial(ctx.task.type, counts, trivial_dev(ctx.task)[1], ctx.seed),
         "seconds": round(time.perf_counter() - start, 1),
         "worker": os.getpid(),
     }
@@ -928,6 +931,8 @@ def fit(cfg: FitConfig, src: Path | None, ctx: StageContext) -> StageResult:
         torch.set_num_threads(threads)
     if any(p.exitcode for p in extra):
         raise CompressError("fit: a worker process failed; run the step again to resume")
+    from compress.signal import trivial_dev
+
     results = _results(_open_study(plan.db, ctx.seed))
     winner = _winner(cfg, results, probes)
     table = []
@@ -946,6 +951,8 @@ def fit(cfg: FitConfig, src: Path | None, ctx: StageContext) -> StageResult:
                     row["latency"] = r["revert"]["latency"]
                     row["size_mb"] = r["revert"]["size_mb"]
             row |= {k: r[k] for k in ("dev_score", "dev_delta", "dev_delta_interval", "seconds")}
+            trivial_keys = ("vs_trivial", "vs_trivial_interval", "left_baseline")
+            row |= {k: r[k] for k in trivial_keys if k in r}
             row["status"] = (
                 "chosen"
                 if c.key == winner
@@ -967,6 +974,7 @@ def fit(cfg: FitConfig, src: Path | None, ctx: StageContext) -> StageResult:
         "workers": cfg.workers,
         "search_seconds": round(time.perf_counter() - start, 1),
         "winner": winner,
+        "trivial": trivial_dev(ctx.task)[0],
     }
     if winner is None:
         reasons = (
@@ -975,6 +983,13 @@ def fit(cfg: FitConfig, src: Path | None, ctx: StageContext) -> StageResult:
             else ("no trained candidate is within the accuracy budget")
         )
         raise NoFit(f"fit: {reasons}; see the step's details in manifest.json", details)
+    if not results[winner].get("left_baseline", True):
+        log.warning(
+            "fit: the winner %s is within noise of the trivial predictor on dev (%s): no "
+            "signal; train the input longer before fitting it",
+            winner,
+            details["trivial"]["description"],
+        )
     trained = work / results[winner]["path"]
     out = ctx.step_dir / "model"
     shutil.copytree(trained.parent, out, ignore=shutil.ignore_patterns(".done", "*.lock"))
