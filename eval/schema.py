@@ -184,7 +184,9 @@ class Report(Metrics):
     stale: list[str] = Field(default_factory=list)  # steps changed since (set by a later run)
     # select steps: step -> {"chosen", "dev_scores", "why"}
     chosen_on_dev: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    # distill steps with search: step -> {"split", "trial_steps", "trials", "chosen"}
+    # distill steps with search: step -> {"split", "trial_steps", "rounds", "cap_steps",
+    # "trivial", "trials" (each trial's last round), "history" (every round), "chosen",
+    # "outcome" (finding | within noise | no signal), "why"}
     kd_search: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # fit steps by name: budget, every candidate with its status, the probe's savings
     fit: dict[str, dict[str, Any]] = Field(default_factory=dict)
