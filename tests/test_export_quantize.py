@@ -562,3 +562,18 @@ def test_end_to_end_includes_the_tokenizer(run):
     # bucketed: 5 batches of 4, one tokenizer call each: 5 x 5 ms for 20 texts at least
     assert slow.end_to_end_throughput["b4"] <= 20 / 0.025
     assert info["texts"] == 20 and info["characters"]["max"] == 18
+
+
+def test_a_full_precision_conversion_beyond_its_atol_is_refused_with_both_sides_named():
+    from compress.onnx import ValidationError
+    from compress.stages.quantize import _within_atol
+
+    check = {"max_abs_diff": 2e-3, "argmax_agreement": 1.0}
+    _within_atol(check, 1e-2, "the OpenVINO IR's", "the ONNX model's", {})
+    with pytest.raises(ValidationError) as err:
+        _within_atol(check, 1e-3, "the ExecuTorch program's", "PyTorch's", {"validation": check})
+    assert str(err.value) == (
+        "the ExecuTorch program's logits differ from PyTorch's by 2.00e-03 > atol 0.001; raise "
+        "atol if this is expected"
+    )
+    assert err.value.details == {"validation": check}
