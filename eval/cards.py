@@ -41,9 +41,12 @@ def card_text(
     rows: list[MetricRow],
     report: Report,
     resolved: dict | None = None,
+    measured: str | None = None,
 ) -> str:
-    """The card of step ``name``; ``resolved`` is the run's recipe.resolved.yaml, if read."""
+    """The card of step ``name``; ``resolved`` is the run's recipe.resolved.yaml, if read;
+    ``rows`` are those of step ``measured`` (a select step's copy shows its chosen step's)."""
     entry = manifest.steps[name]
+    measured = measured or name
     library = {"onnx": "onnx", "openvino": "openvino", "executorch": "executorch"}.get(
         entry.kind, "transformers"
     )
@@ -60,6 +63,15 @@ def card_text(
         f"A BERT-architecture model for `{report.task}` made by the `{entry.stage}` step of the "
         f"lert-compress recipe `{report.recipe}`.",
         "",
+        *(
+            [
+                f"It is a copy of `{measured}`'s model, the one this step passed on to the steps "
+                f"after it: {entry.details['why']}. Its measurements are `{measured}`'s.",
+                "",
+            ]
+            if measured != name
+            else []
+        ),
         *_data_section(report, resolved),
         "## How it was made",
         "",
@@ -92,7 +104,7 @@ def card_text(
     ]
     for r in rows:
         b1 = r.latency_ms.get("b1")
-        runtime = r.runtime + (r.variant[len(name) :] if r.variant != name else "")
+        runtime = r.runtime + (r.variant[len(measured) :] if r.variant != measured else "")
         lines.append(
             f"| {runtime} | {r.device} | {r.precision} | {r.score * 100:.2f}{_ci(r.score_ci)} | "
             f"{_delta(r)} | {r.size_mb:.1f} | {'–' if b1 is None else f'{b1.p50:.1f}'} |"
@@ -334,7 +346,8 @@ def _executorch_usage(here: Path, path: Path, entry: StepEntry, max_len: int, qa
 
 
 def write_model_cards(root: Path, report: Report, manifest: Manifest) -> None:
-    """A README.md beside every step output that the report measured."""
+    """A README.md beside every step output that the report measured, and in every select
+    step's copy of the model it passed on."""
     resolved_path = root / "recipe.resolved.yaml"
     resolved = (
         yaml.safe_load(resolved_path.read_text(encoding="utf-8"))
@@ -352,6 +365,14 @@ def write_model_cards(root: Path, report: Report, manifest: Manifest) -> None:
         rows = [r for r in report.rows if r.step == name]
         (directory / "README.md").write_text(
             card_text(name, manifest, rows, report, resolved), encoding="utf-8"
+        )
+    for name, entry in manifest.steps.items():  # a select step's copy: its chosen one's rows
+        chosen = (entry.details or {}).get("chosen")
+        if entry.stage != "select" or entry.status != "done" or chosen not in report.steps:
+            continue
+        rows = [r for r in report.rows if r.step == chosen]
+        (root / entry.output / "README.md").write_text(
+            card_text(name, manifest, rows, report, resolved, measured=chosen), encoding="utf-8"
         )
 
 

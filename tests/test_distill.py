@@ -287,6 +287,10 @@ def test_select_passes_the_better_student_on_dev_and_says_so(tmp_path, cls_files
     assert f"- `pick` took `{details['chosen']}` of `student`, `no-kd`" in md
     card = (root / steps["pruned"]["output"] / "README.md").read_text()
     assert "`pick`: stage `select`" in card and f"took `{details['chosen']}`" in card
+    # the copy select passes on has its own card: which step's model it is, and why
+    own = (root / steps["pick"]["output"] / "README.md").read_text()
+    assert f"It is a copy of `{details['chosen']}`'s model" in own and details["why"] in own
+    assert "| pytorch |" in own  # the chosen step's measured row, under its runtime
 
 
 def test_select_between_models_that_learned_nothing_says_no_signal(tmp_path, cls_files):
