@@ -1,3 +1,4 @@
+import importlib
 import json
 
 import pytest
@@ -246,6 +247,63 @@ def test_kd_with_transfer_beats_no_kd_when_the_teacher_saw_more_labels(tmp_path,
     assert data["labelled_rows"] == 12 and data["transfer_rows"] == 148
     assert manifest["no-kd"]["details"]["data"]["labelled_rows"] == 12
     assert rows["kd-transfer"]["score"] > rows["no-kd"]["score"] + 0.1
+
+
+def test_kd_search_prunes_by_successive_halving_and_chooses_by_signal(monkeypatch):
+    """The search's rounds without training: each trial's dev predictions are given. On 100
+    dev rows (60 of class a), round one has no trial off the majority predictor (60.00); Optuna's
+    pruner keeps half (judged in grid order: T=1 at 60, then T=8 as second best of four) and
+    T=8 leaves it in round two, ahead of T=1 by its paired interval."""
+    from types import SimpleNamespace as Row
+
+    import numpy as np
+
+    from compress import trainer
+
+    distill = importlib.import_module("compress.stages.distill")  # the module, not the stage
+
+    gold = ["a"] * 60 + ["b"] * 40
+    task = Row(
+        type="classification",
+        labels=["a", "b"],
+        metric="accuracy",
+        splits={
+            "train": [Row(label="a")] * 6 + [Row(label="b")] * 4,
+            "dev": [Row(label=g) for g in gold],
+        },
+    )
+    right = {  # dev rows each trial gets right, by round (rounds of 10 and 20 steps)
+        1.0: {10: 60, 20: 60},
+        2.0: {10: 58},
+        4.0: {10: 55},
+        8.0: {10: 59, 20: 90},
+    }
+    ran = []
+
+    def fake_trial(cfg, point, steps, *_):
+        ran.append((point["temperature"], steps))
+        n = right[point["temperature"]][steps]
+        counts = np.array([[1.0]] * n + [[0.0]] * (100 - n))
+        return counts, {**point, "steps": steps, "dev": n / 100, "seconds": 1.0}
+
+    monkeypatch.setattr(distill, "_kd_trial", fake_trial)
+    monkeypatch.setattr(trainer, "shuffled_batches", lambda *a: Row(per_epoch=20))
+    cfg = DistillConfig.model_validate(
+        {
+            "student": {"shape": TINY_SHAPE},
+            "epochs": 4,
+            "search": {"temperature": [1, 2, 4, 8], "trial_steps": 10},
+        }
+    )
+    ctx = Row(seed=0, step_name="student")
+    chosen_cfg, search = distill.search_on_dev(cfg, None, None, task, {"train": None}, ctx)
+    assert ran == [(1.0, 10), (2.0, 10), (4.0, 10), (8.0, 10), (1.0, 20), (8.0, 20)]
+    assert search["rounds"] == [10, 20] and search["cap_steps"] == 80
+    assert search["trivial"]["dev"] == 0.6
+    assert [t["pruned"] for t in search["trials"]] == [False, True, True, False]
+    assert search["chosen"] == {"temperature": 8.0} and chosen_cfg.temperature == 8.0
+    assert search["outcome"] == "finding" and search["lead_interval"][0] > 0
+    assert search["why"].startswith("a finding: after 20 steps, dev 90.00")
 
 
 def test_kd_search_starts_no_round_past_its_time_budget(tmp_path, cls_files):

@@ -274,11 +274,12 @@ def search_on_dev(cfg: DistillConfig, teacher, tokenizer, task, enc, ctx):
             study.tell(trials[i], state=optuna.trial.TrialState.PRUNED)
         log.info(
             "%s: no KD trial has left the trivial predictor after %d steps; %d go on to %d "
-            "steps (the rest pruned)",
+            "steps (%d pruned)",
             ctx.step_name,
             steps,
             len(kept),
             rounds[number + 1],
+            len(alive) - len(kept),
         )
         alive = kept
     last = [r for r in rows if r["round"] == number]
