@@ -300,8 +300,7 @@ def search_on_dev(cfg: DistillConfig, teacher, tokenizer, task, enc, ctx):
         why = (
             f"no signal: all trials at the {trivial['name']} baseline "
             f"({trivial['dev'] * 100:.2f}) after {rounds[number]} steps; the stage's defaults "
-            f"({', '.join(f'{k} {v}' for k, v in chosen.items())}: TextBrewer's published "
-            "setting) are used"
+            f"({', '.join(f'{k} {v}' for k, v in chosen.items())}) are used"
         )
         log.warning("%s: %s", ctx.step_name, why)
     else:
