@@ -109,6 +109,15 @@ def task_type_of(cfg: TaskConfig) -> str | None:
     return cfg.type if entry.type == "any" else entry.type
 
 
+def _with_benchmark_defaults(cfg: TaskConfig) -> TaskConfig:
+    """``cfg`` with its benchmark's column and label defaults filled in (as the loader does),
+    or as it is for a task that is not a benchmark."""
+    from compress.tasks.benchmarks import BENCHMARKS, configure
+
+    bench = next((b for b in BENCHMARKS if b.name == cfg.name), None)
+    return configure(cfg, bench) if bench else cfg
+
+
 def pair_source(cfg: TaskConfig) -> str | None:
     """What makes the task feed text pairs (token type 1 for the second text), or None: QA's
     question and context, a text_pair_column, or a benchmark's own pair column."""
@@ -116,22 +125,14 @@ def pair_source(cfg: TaskConfig) -> str | None:
         return "its question and context"
     if cfg.text_pair_column:
         return f"task.text_pair_column {cfg.text_pair_column!r}"
-    from compress.tasks.benchmarks import BENCHMARKS, configure
-
-    bench = next((b for b in BENCHMARKS if b.name == cfg.name), None)
-    column = configure(cfg, bench).text_pair_column if bench else None
+    column = _with_benchmark_defaults(cfg).text_pair_column
     return f"its text pairs (column {column!r})" if column else None
 
 
 def configured_labels(cfg: TaskConfig) -> list[str] | None:
     """The task's labels in id order where the recipe or its benchmark names them (else they
     come from the data, known only once it is read)."""
-    if cfg.labels:
-        return list(cfg.labels)
-    from compress.tasks.benchmarks import BENCHMARKS, configure
-
-    bench = next((b for b in BENCHMARKS if b.name == cfg.name), None)
-    labels = configure(cfg, bench).labels if bench else None
+    labels = _with_benchmark_defaults(cfg).labels
     return list(labels) if labels else None
 
 
