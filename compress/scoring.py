@@ -111,12 +111,6 @@ def score_counts(task_type: str, counts: np.ndarray) -> float:
     return float(2 * tp / (pred + gold)) if pred + gold else 0.0
 
 
-def score(task: TaskData, examples: list[Example], enc: Encoded, logits: list[np.ndarray]) -> float:
-    """The task's metric as a fraction in [0, 1]."""
-    predicted = predicted_labels(task, enc, logits)
-    return score_counts(task.type, example_counts(task, examples, predicted))
-
-
 def torch_forward(model, device: str = "cpu") -> Forward:
     """A ``Forward`` for a transformers model in eval mode."""
 
@@ -128,15 +122,22 @@ def torch_forward(model, device: str = "cpu") -> Forward:
     return forward
 
 
-def evaluate_torch(
+def torch_counts(
     model, task: TaskData, examples: list[Example], enc: Encoded, batch_size: int = 64
-) -> float:
+) -> np.ndarray:
+    """Per-example counts (``example_counts``) of a PyTorch task model, run in eval mode."""
     was_training = model.training
     model.eval()
     device = str(next(model.parameters()).device)
-    result = score(task, examples, enc, predict(torch_forward(model, device), enc, batch_size))
+    logits = predict(torch_forward(model, device), enc, batch_size)
     model.train(was_training)
-    return result
+    return example_counts(task, examples, predicted_labels(task, enc, logits))
+
+
+def evaluate_torch(
+    model, task: TaskData, examples: list[Example], enc: Encoded, batch_size: int = 64
+) -> float:
+    return score_counts(task.type, torch_counts(model, task, examples, enc, batch_size))
 
 
 def per_class(task: TaskData, examples: list[Example], predicted: list) -> dict[str, dict]:

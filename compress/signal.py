@@ -13,14 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from compress.eval.stats import paired_delta
-from compress.scoring import (
-    example_counts,
-    majority_prediction,
-    predict,
-    predicted_labels,
-    score_counts,
-    torch_forward,
-)
+from compress.scoring import example_counts, majority_prediction, score_counts, torch_counts
 
 NO_SIGNAL = "no signal"
 WITHIN_NOISE = "within noise"
@@ -63,11 +56,5 @@ def outcome(task_type: str, best: np.ndarray, runner_up: np.ndarray | None, left
 
 
 def torch_dev_counts(model, task, enc, batch_size: int = 64) -> np.ndarray:
-    """Per-example dev counts of a PyTorch task model (``compress.scoring.example_counts``)."""
-    was_training = model.training
-    model.eval()
-    device = str(next(model.parameters()).device)
-    logits = predict(torch_forward(model, device), enc["dev"], batch_size)
-    model.train(was_training)
-    examples = task.splits["dev"]
-    return example_counts(task, examples, predicted_labels(task, enc["dev"], logits))
+    """Per-example dev counts of a PyTorch task model (``enc``: the encoded splits)."""
+    return torch_counts(model, task, task.splits["dev"], enc["dev"], batch_size)
