@@ -67,7 +67,8 @@ def write_bench(
     batch_sizes: list[int] | None = None,
 ) -> Path:
     """Write the bench folder for the recipe's fit step, from its input in ``run_root``."""
-    from compress.fitting import Candidate, probe_artifacts, shape_vocab_sizes
+    from compress.fit.artifacts import probe_artifacts, shape_vocab_sizes
+    from compress.fit.space import Candidate
     from compress.hardware import cpu_flags, cpu_name
     from compress.manifest import Manifest
     from compress.onnx import cpu_preset

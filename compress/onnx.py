@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,49 @@ from compress.errors import CompressError
 from compress.scoring import output_logits
 
 log = logging.getLogger(__name__)
+
+
+OPTIMUM_TASKS = {
+    "classification": "text-classification",
+    "ner": "token-classification",
+    "qa": "question-answering",
+}
+
+
+SIDE_FILES = (
+    "config.json",
+    "vocab.txt",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+)  # what a runtime artifact's folder carries beside it
+
+
+def copy_side_files(src: Path, out: Path) -> None:
+    """The config and tokenizer files of the model folder ``src`` into ``out``, beside a
+    runtime artifact (those already there are kept)."""
+    for name in SIDE_FILES:
+        if (src / name).exists() and not (out / name).exists():
+            shutil.copy(src / name, out / name)
+
+
+def onnx_export(src: Path, out: Path, task_type: str, opset: int = 18) -> Path:
+    """``src`` (a PyTorch model directory) as ``out/model.onnx`` with dynamic batch and sequence
+    axes, its tokenizer files beside it; not validated (the callers compare logits)."""
+    from optimum.exporters.onnx import main_export
+
+    main_export(
+        str(src),
+        out,
+        task=OPTIMUM_TASKS[task_type],
+        opset=opset,
+        do_validation=False,
+        local_files_only=True,
+    )
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (src / name).exists() and not (out / name).exists():
+            shutil.copy(src / name, out / name)
+    return out / "model.onnx"
 
 
 class ValidationError(CompressError):

@@ -120,7 +120,7 @@ def card_text(
             f"`{details.get('built_on', '?')}` machine: run it on a CPU of that kind.",
         ]
     if entry.stage == "fit" and details.get("winner"):
-        from compress.eval.report import budget_text
+        from compress.eval.sections.fit import budget_text
 
         check = details.get("probe_check") or {}
         probe, device = details["probe"], details["probe"].get("device")
@@ -147,9 +147,36 @@ def card_text(
     if notes:
         lines += ["", *notes]
     lines += ["", "## Use it", "", *_usage(manifest.path.parent, entry, report, resolved), ""]
+    if entry.stage == "fit" and details.get("pytorch"):
+        lines += _pytorch_copy_usage(manifest.path.parent, entry, report)
     if "ort_format" in details:
         lines += _ort_format_usage(manifest.path.parent, entry, report, resolved)
     return "\n".join(lines)
+
+
+def _pytorch_copy_usage(root: Path, entry: StepEntry, report: Report) -> list[str]:
+    """A fit winner's folder: the runtime file it ships and the PyTorch model it was trained as,
+    and a snippet that reloads the latter in plain transformers."""
+    info = entry.details["pytorch"]
+    path = root / (entry.output or "")
+    auto = AUTO_CLASSES.get(report.metric, "SequenceClassification")
+    files = ", ".join(f"`{f}`" for f in info["files"])
+    return [
+        "### The PyTorch model",
+        "",
+        f"Beside `{path.name}` (what ships) this folder holds the pruned PyTorch model it was "
+        f"converted from: {files} ({info['size_mb']:.2f} MB), `config.json` and the tokenizer. "
+        "It reloads in plain transformers, for further fine-tuning, a GPU, or another export:",
+        "",
+        "```python",
+        f"from transformers import AutoModelFor{auto}, AutoTokenizer",
+        "",
+        f'model_dir = "{path.parent}"  # this directory',
+        f"model = AutoModelFor{auto}.from_pretrained(model_dir)",
+        "tokenizer = AutoTokenizer.from_pretrained(model_dir)",
+        "```",
+        "",
+    ]
 
 
 def _ort_format_usage(

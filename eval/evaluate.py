@@ -5,8 +5,6 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import statistics
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +13,7 @@ import numpy as np
 import torch
 from compress.eval.end_to_end import measure_end_to_end, text_sample
 from compress.eval.hardware import default_threads, hardware
+from compress.eval.history import keep_previous
 from compress.eval.latency import interleaved_timings, latency_batch, summarize, timed_call
 from compress.eval.memory import peak_rss_mb
 from compress.eval.runtimes import (
@@ -26,15 +25,8 @@ from compress.eval.runtimes import (
     size_mb,
     torch_precision,
 )
-from compress.eval.schema import (
-    Baseline,
-    Latency,
-    MetricRow,
-    Metrics,
-    SeedPair,
-    SeedRow,
-    rows_by_key,
-)
+from compress.eval.schema import Baseline, Latency, MetricRow, Metrics
+from compress.eval.seeds import seed_summary
 from compress.eval.stats import paired_delta, score_interval, within_noise
 from tqdm.auto import tqdm
 
@@ -399,40 +391,6 @@ def evaluate_artifacts(
     return metrics
 
 
-def keep_previous(path: Path, new: Metrics) -> list[str]:
-    """Move the previous ``metrics.json`` to ``eval/history/`` (stamped) and list the latencies
-    that moved beyond their spread since (10% or the larger block spread)."""
-    if not path.exists():
-        return []
-    try:
-        old = Metrics.read(path)
-    except (OSError, ValueError) as exc:
-        log.warning("previous %s unreadable (%s); kept as it is in eval/history", path, exc)
-        old = None
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(path.stat().st_mtime))
-    (path.parent / "history").mkdir(exist_ok=True)
-    os.replace(path, path.parent / "history" / f"metrics-{stamp}.json")
-    if old is None:
-        return []
-    before = rows_by_key(old.rows)
-    changes = []
-    for row in new.rows:
-        prev = before.get(row.key)
-        for b, lat in row.latency_ms.items():
-            if prev is None or b not in prev.latency_ms:
-                continue
-            was = prev.latency_ms[b]
-            bound = max(0.10, lat.block_spread, was.block_spread)
-            if was.p50 and abs(lat.p50 - was.p50) / was.p50 > bound:
-                changes.append(
-                    f"{row.label}, {b}: p50 {was.p50:.1f} -> "
-                    f"{lat.p50:.1f} ms since {stamp}, beyond the spread ({bound:.0%})"
-                )
-    for change in changes:
-        log.warning("latency moved: %s", change)
-    return changes
-
-
 def evaluate_recipe(root: Path, recipe: Recipe, task: TaskData) -> Metrics:
     """Evaluate the steps of ``recipe`` whose outputs are current in ``root`` (a step whose
     config or input changed since it ran is left out until it runs again)."""
@@ -471,54 +429,3 @@ def evaluate_repeat(root: Path, recipe: Recipe, seed: int, task: TaskData) -> Me
         steps=current_steps(sub, repeat),
         reference=recipe.reference,
     )
-
-
-def seed_summary(
-    runs: dict[int, Metrics], reference: str, pairs: list[tuple[str, str]]
-) -> tuple[list[SeedRow], list[SeedPair]]:
-    """Per CPU row (by its identity: one variant may have an fp32 and a bf16 row), the scores
-    over the seeds with mean and sample sd, and its paired difference from the reference
-    variant's first CPU row per run; per (KD, no-KD) pair, the per-seed differences of their
-    first (as saved) CPU rows. Rows missing from any run are left out."""
-    by_run = {
-        seed: rows_by_key([r for r in m.rows if r.device == "cpu"]) for seed, m in runs.items()
-    }
-    first = {  # variant -> the key of its first CPU row (the model as saved)
-        variant: next(k for k, r in by_run[next(iter(runs))].items() if r.variant == variant)
-        for variant in dict.fromkeys(r.variant for r in by_run[next(iter(runs))].values())
-    }
-    seeds = list(runs)
-    common = [k for k in by_run[seeds[0]] if all(k in rows for rows in by_run.values())]
-    ref_key = first.get(reference)
-
-    def spread(values: list[float]) -> tuple[float, float]:
-        return round(statistics.fmean(values), 5), round(statistics.stdev(values), 5)
-
-    rows = []
-    for key in common:
-        scores = [by_run[s][key].score for s in seeds]
-        mean, sd = spread(scores)
-        variant = by_run[seeds[0]][key].variant
-        row = SeedRow(variant=variant, key=key, seeds=seeds, scores=scores, mean=mean, sd=sd)
-        if key != ref_key and ref_key in common:
-            row.deltas = [round(by_run[s][key].score - by_run[s][ref_key].score, 5) for s in seeds]
-            row.delta_mean, row.delta_sd = spread(row.deltas)
-        rows.append(row)
-    out_pairs = []
-    for kd_variant, no_kd_variant in pairs:
-        kd, no_kd = first.get(kd_variant), first.get(no_kd_variant)
-        if kd in common and no_kd in common:
-            diffs = [round(by_run[s][kd].score - by_run[s][no_kd].score, 5) for s in seeds]
-            mean, sd = spread(diffs)
-            better = sum(d > 0 for d in diffs)
-            out_pairs.append(
-                SeedPair(
-                    kd=kd_variant,
-                    no_kd=no_kd_variant,
-                    differences=diffs,
-                    mean=mean,
-                    sd=sd,
-                    kd_better=better,
-                )
-            )
-    return rows, out_pairs

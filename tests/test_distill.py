@@ -384,7 +384,7 @@ def test_select_refuses_what_it_cannot_compare(cls_files):
 
 
 def test_a_kd_student_below_its_twin_on_dev_is_named_in_the_report(tmp_path):
-    from compress.eval.report import kd_below_no_kd
+    from compress.eval.sections.kd import kd_below_no_kd
 
     from compress.manifest import Manifest
 

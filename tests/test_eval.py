@@ -5,8 +5,10 @@ import pytest
 from compress.eval.cards import card_text
 from compress.eval.latency import interleaved_timings, summarize
 from compress.eval.published import published_rows
-from compress.eval.report import pareto_front, recommendations, render_report
+from compress.eval.report import render_report
 from compress.eval.schema import MetricRow, Report
+from compress.eval.sections.pareto import pareto_front
+from compress.eval.sections.recommendations import recommendations
 
 from compress.manifest import Manifest
 from compress.scoring import word_tags
@@ -291,7 +293,7 @@ def test_blocks_that_disagree_mark_a_latency_unstable():
 
 
 def test_a_new_evaluation_keeps_the_last_and_names_what_moved(tmp_path):
-    from compress.eval.evaluate import keep_previous
+    from compress.eval.history import keep_previous
 
     def metrics(p50):
         row = _row("student", 0.9, 1, p50)
@@ -309,7 +311,7 @@ def test_a_new_evaluation_keeps_the_last_and_names_what_moved(tmp_path):
 
 def test_history_compares_each_row_with_its_own_identity(tmp_path):
     """An fp32 and a bf16 row of one variant: each is compared with its own past row."""
-    from compress.eval.evaluate import keep_previous
+    from compress.eval.history import keep_previous
 
     def metrics(fp32_ms, bf16_ms):
         rows = []
@@ -360,7 +362,7 @@ def test_two_rows_with_one_identity_are_refused():
 
 
 def test_seed_summary_keeps_a_variant_s_precisions_apart():
-    from compress.eval.evaluate import seed_summary
+    from compress.eval.seeds import seed_summary
 
     def run(fp32, bf16, no_kd):
         return metrics_of(

@@ -314,9 +314,8 @@ def test_pruned_model_exports(tmp_path):
     from textpruner import GeneralConfig, TransformerPruner, TransformerPruningConfig
 
     from compress.models import ShapeSpec, char_tokenizer, init_from_shape, save_model
-    from compress.onnx import compare_logits, torch_reference, validation_batches
+    from compress.onnx import OPTIMUM_TASKS, compare_logits, torch_reference, validation_batches
     from compress.pruning import prune_vocabulary
-    from compress.stages.export import OPTIMUM_TASKS
     from compress.tasks import load_task
 
     files = {

@@ -4,6 +4,7 @@ shared by two workers, and the winner as a step output the evaluator and report 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -135,6 +136,43 @@ def test_fit_chooses_within_the_budget_and_reports_it(tmp_path, cls_files):
     row = next(r for r in report["rows"] if r["variant"] == "fit" and r["device"] == "cpu")
     assert measured["size_mb"] == row["size_mb"] <= 0.3 and measured["meets"] is True
     assert "**Ship** `fit`" in md and "meets its budget on this machine" in md
+    _the_fit_folder_reloads_in_transformers(root, entry)
+
+
+def _the_fit_folder_reloads_in_transformers(root, entry):
+    """The winner's folder keeps the pruned PyTorch model it was converted from, reloadable in
+    plain transformers, with the same predictions as the file it ships; its card names both
+    and its snippets run as written."""
+    import re
+
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = (root / entry.output).parent
+    winner = next(c for c in entry.details["candidates"] if c["key"] == entry.details["winner"])
+    assert entry.details["pytorch"]["files"] == ["model.safetensors"]
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    cfg = model.config
+    assert cfg.num_hidden_layers == winner["layers"] and cfg.intermediate_size == winner["ffn"]
+    assert cfg.vocab_size == winner["vocab_size"]
+    heads = model.bert.encoder.layer[0].attention.self.num_attention_heads
+    assert heads == winner["heads"]
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    batch = tokenizer(["这家店的服务很好", "太差了"], padding=True, return_tensors="np")
+    session = ort.InferenceSession(str(root / entry.output), providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    shipped = session.run(None, {k: v.astype(np.int64) for k, v in batch.items() if k in names})
+    with torch.no_grad():
+        reloaded = model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
+    np.testing.assert_allclose(reloaded, shipped[0], atol=1e-4)
+    card = (folder / "README.md").read_text()
+    assert Path(entry.output).name in card and "model.safetensors" in card
+    blocks = re.findall(r"```python\n(.*?)```", card, flags=re.S)
+    assert len(blocks) == 2
+    for code in blocks:
+        exec(code, {})
 
 
 def test_an_end_to_end_budget_times_the_tokenizer_and_the_decision_uses_that_column(
@@ -158,8 +196,8 @@ def test_an_end_to_end_budget_times_the_tokenizer_and_the_decision_uses_that_col
 
 
 def test_fit_decision_says_when_the_measured_winner_misses_the_budget():
-    from compress.eval.report import fit_measured
     from compress.eval.schema import Latency, MetricRow
+    from compress.eval.sections.fit import fit_measured
 
     lat = Latency(p50=3.0, p90=3.5, mean=3.1, throughput=330.0, iqr=0.2)
     row = MetricRow.model_validate(
@@ -194,11 +232,11 @@ def test_fit_decision_says_when_the_measured_winner_misses_the_budget():
 def test_a_killed_fit_resumes_without_rerunning_finished_trials(tmp_path, cls_files, monkeypatch):
     import importlib
 
-    import compress.fitting
+    import compress.fit.artifacts
 
-    fit_stage = importlib.import_module("compress.stages.fit")  # the module, not the stage
+    study = importlib.import_module("compress.fit.study")  # where the workers call it
 
-    real_train, real_probe = fit_stage.train_candidate, compress.fitting.probe_artifacts
+    real_train, real_probe = study.train_candidate, compress.fit.artifacts.probe_artifacts
     trained, probed = [], []
 
     def train(plan, candidate):
@@ -211,8 +249,8 @@ def test_a_killed_fit_resumes_without_rerunning_finished_trials(tmp_path, cls_fi
         probed.append(1)
         return real_probe(*args, **kwargs)
 
-    monkeypatch.setattr(fit_stage, "train_candidate", train)
-    monkeypatch.setattr(compress.fitting, "probe_artifacts", probe)
+    monkeypatch.setattr(study, "train_candidate", train)
+    monkeypatch.setattr(compress.fit.artifacts, "probe_artifacts", probe)
     recipe = parse_recipe(fit_recipe(cls_files))
     resumed = False
     with pytest.raises(KeyboardInterrupt):
@@ -283,7 +321,7 @@ def test_fit_benchmark_trains_every_candidate_of_the_demo_space_and_applies_the_
 
 
 def test_revert_greedy_keeps_the_fewest_sensitive_parts_in_fp32():
-    from compress.fitting import revert_greedy
+    from compress.fit.int8 import revert_greedy
 
     parts = ["embeddings", "layer.0", "layer.1", "head"]
     cost = {"embeddings": 0.0, "layer.0": 0.01, "layer.1": 0.03, "head": 0.005}
@@ -322,9 +360,9 @@ def test_int8_over_the_accuracy_budget_keeps_its_sensitive_layer_in_fp32(
     records it, and ships that file."""
     import numpy as np
 
-    import compress.fitting
+    import compress.fit.artifacts
 
-    real = compress.fitting.dev_counts
+    real = compress.fit.artifacts.dev_counts
     good = []
 
     def scorer(path, task, max_len, threads):
@@ -334,7 +372,7 @@ def test_int8_over_the_accuracy_budget_keeps_its_sensitive_layer_in_fp32(
             return counts
         return np.zeros_like(counts) if "layer.1" in _quantized_parts(path) else good[0]
 
-    monkeypatch.setattr(compress.fitting, "dev_counts", scorer)
+    monkeypatch.setattr(compress.fit.artifacts, "dev_counts", scorer)
     recipe = fit_recipe(
         cls_files,
         budget={"max_drop": 5},
@@ -359,8 +397,9 @@ def test_nncf_accuracy_control_removes_quantizers_only_when_the_drop_asks_for_it
     from transformers import BertConfig
 
     from compress import openvino as ov
-    from compress.fitting import Shape, random_examples, random_model
-    from compress.stages.export import onnx_export
+    from compress.fit.artifacts import random_examples, random_model
+    from compress.fit.space import Shape
+    from compress.onnx import onnx_export
 
     config = BertConfig(
         vocab_size=200,
@@ -400,9 +439,9 @@ def test_openvino_int8_over_the_budget_goes_through_nncf_accuracy_control(
     either, says so in the candidate's row instead of shipping it."""
     import numpy as np
 
-    import compress.fitting
+    import compress.fit.artifacts
 
-    real = compress.fitting.dev_counts
+    real = compress.fit.artifacts.dev_counts
     good = []
 
     def scorer(path, task, max_len, threads):
@@ -412,7 +451,7 @@ def test_openvino_int8_over_the_budget_goes_through_nncf_accuracy_control(
             return counts
         return np.zeros_like(counts) if path.suffix == ".xml" else good[0]
 
-    monkeypatch.setattr(compress.fitting, "dev_counts", scorer)
+    monkeypatch.setattr(compress.fit.artifacts, "dev_counts", scorer)
     recipe = fit_recipe(
         cls_files,
         budget={"max_drop": 5},

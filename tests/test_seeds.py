@@ -4,7 +4,7 @@ import json
 import statistics
 
 import pytest
-from compress.eval.evaluate import seed_summary
+from compress.eval.seeds import seed_summary
 
 from compress.errors import RecipeError
 from compress.recipe import parse_recipe

@@ -18,7 +18,10 @@ EVAL_CALLERS = {
     "compress/signal.py",
     "compress/runner.py",
     "compress/__main__.py",
-    "compress/fitting.py",
+    "compress/fit/artifacts.py",
+    "compress/fit/int8.py",
+    "compress/fit/probing.py",
+    "compress/fit/training.py",
     "compress/stages/fit.py",
     "compress/bench.py",
 }
@@ -68,6 +71,58 @@ def test_registry_is_a_leaf():
 def test_stages_do_not_import_recipe_or_runner(path):
     bad = {m for m in imports(path) if m in ("compress.recipe", "compress.runner")}
     assert not bad, f"{rel(path)} imports {bad}"
+
+
+# the layers above the stages: the recipe (which reads the catalogue), the runner and the
+# command line; everything else in compress/ is below them and never imports a stage
+ABOVE_STAGES = {
+    "compress/recipe.py",
+    "compress/runner.py",
+    "compress/__main__.py",
+}
+
+
+@pytest.mark.parametrize("path", modules("compress"), ids=rel)
+def test_nothing_below_the_stages_imports_them(path):
+    """One-way imports: a stage uses the core (compress/*.py, compress/fit/, compress/tasks/),
+    never the other way round, at module level or inside a function."""
+    if rel(path) in ABOVE_STAGES or rel(path).startswith("compress/stages/"):
+        return
+    bad = {m for m in imports(path, typing_only=True) if m.startswith("compress.stages")}
+    assert not bad, f"{rel(path)} imports {bad}: move what it needs below compress/stages/"
+
+
+# the fit's rooms in the order one fit goes through them: each may use those before it only
+FIT_ROOMS = ["space", "artifacts", "probing", "int8", "training", "study"]
+
+
+@pytest.mark.parametrize("room", FIT_ROOMS)
+def test_the_fit_s_rooms_import_only_those_before_them(room):
+    path = ROOT / "compress" / "fit" / f"{room}.py"
+    used = {
+        m.removeprefix("compress.fit.")
+        for m in imports(path, typing_only=True)
+        if m.startswith("compress.fit.")
+    }
+    later = used - set(FIT_ROOMS[: FIT_ROOMS.index(room)])
+    assert not later, f"compress/fit/{room}.py imports {sorted(later)}, a later room"
+
+
+def test_every_fit_room_is_listed():
+    rooms = {p.stem for p in (ROOT / "compress" / "fit").glob("*.py")} - {"__init__"}
+    assert rooms == set(FIT_ROOMS)
+    doc = (ROOT / "compress" / "fit" / "__init__.py").read_text(encoding="utf-8")
+    assert [r for r in FIT_ROOMS if f"``{r}``" in doc] == FIT_ROOMS
+
+
+# compress/ and eval/ in rooms a reader can take in: no file much over 400 lines
+MAX_LINES = 450
+
+
+@pytest.mark.parametrize("path", modules("compress") + modules("eval"), ids=rel)
+def test_no_file_is_over_the_size_of_a_room(path):
+    lines = len(path.read_text(encoding="utf-8").splitlines())
+    assert lines <= MAX_LINES, f"{rel(path)} has {lines} lines: split it (at most {MAX_LINES})"
 
 
 def test_recipe_does_not_import_the_runner():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import Literal
 
@@ -13,6 +12,7 @@ from compress.models import load_model, load_tokenizer
 from compress.onnx import (
     ValidationError,
     compare_logits,
+    onnx_export,
     ort_format_variant,
     torch_reference,
     validation_batches,
@@ -20,12 +20,6 @@ from compress.onnx import (
 from compress.registry import ArtifactKind, StageConfig, StageContext, StageResult, stage
 
 log = logging.getLogger(__name__)
-
-OPTIMUM_TASKS = {
-    "classification": "text-classification",
-    "ner": "token-classification",
-    "qa": "question-answering",
-}
 
 
 class ExportConfig(StageConfig):
@@ -59,25 +53,6 @@ def optimize_onnx(directory: Path, level: str) -> Path:
         save_dir=directory,
     )
     return directory / "model_optimized.onnx"
-
-
-def onnx_export(src: Path, out: Path, task_type: str, opset: int = 18) -> Path:
-    """``src`` (a PyTorch model directory) as ``out/model.onnx`` with dynamic batch and sequence
-    axes, its tokenizer files beside it; not validated (the callers compare logits)."""
-    from optimum.exporters.onnx import main_export
-
-    main_export(
-        str(src),
-        out,
-        task=OPTIMUM_TASKS[task_type],
-        opset=opset,
-        do_validation=False,
-        local_files_only=True,
-    )
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        if (src / name).exists() and not (out / name).exists():
-            shutil.copy(src / name, out / name)
-    return out / "model.onnx"
 
 
 @stage("export", ExportConfig)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from compress.arch import Arch, arch_of_config
-from compress.data import encode_splits
 from compress.errors import RecipeError
 from compress.models import count_parameters, load_model, load_tokenizer, save_model
 from compress.pruning import (
@@ -18,13 +17,11 @@ from compress.pruning import (
     importance_batches,
     prune_transformer,
     prune_vocabulary,
-    select_vocabulary,
     textpruner_installed,
     unk_rate,
 )
+from compress.recovery import Recovery, recover
 from compress.registry import StageConfig, StageContext, StageResult, stage
-from compress.scoring import evaluate_torch
-from compress.trainer import TrainConfig, fit
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +47,6 @@ class TransformerPruning(BaseModel):
     use_logits: bool = False
     batches: int = Field(32, ge=1, description="train batches for importance scores")
     batch_size: int = Field(32, ge=1)
-
-
-class Recovery(TrainConfig):
-    """A few epochs after pruning: hard labels (finetune) or KD from the unpruned input."""
-
-    method: Literal["finetune", "distill"] = "finetune"
-    epochs: float = Field(1.0, gt=0)
-    temperature: float = Field(8.0, gt=0)
 
 
 class PruneConfig(StageConfig):
@@ -174,25 +163,3 @@ def prune(cfg: PruneConfig, src: Path | None, ctx: StageContext) -> StageResult:
         record["recovery"] = recover(model, tokenizer, cfg.recover, src, kept_ids, ctx)
     output = save_model(model, tokenizer, ctx.step_dir / "model")
     return StageResult(output, record, extra)
-
-
-def recover(model, tokenizer, cfg: Recovery, src: Path, kept_ids, ctx: StageContext) -> dict:
-    """Fine-tune, or distil from the unpruned input (its vocabulary cut to the same ids)."""
-    enc = encode_splits(ctx.task, tokenizer, ctx.max_seq_len)
-    dev_before = evaluate_torch(model, ctx.task, ctx.task.splits["dev"], enc["dev"])
-    desc = f"{ctx.step_name} recovery"
-    if cfg.method == "finetune":
-        result = fit(model, ctx.task, enc, cfg, ctx.seed, desc=desc)
-    else:
-        from compress.distillation import KDConfig, distil
-
-        teacher = load_model(src, ctx.task.type)
-        if kept_ids is not None:
-            select_vocabulary(teacher, kept_ids)
-        kd = KDConfig(matches="none", temperature=cfg.temperature, **cfg.train_options())
-        result = distil(
-            kd, teacher, model, ctx.task, enc, ctx.seed, desc, ctx.step_dir / "recovery"
-        )
-    result["dev_before_recovery"] = dev_before
-    log.info("recovery (%s): dev %.4f -> %.4f", cfg.method, dev_before, result["best_dev"])
-    return result

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +18,7 @@ from compress.onnx import (
     Calibration,
     ValidationError,
     compare_logits,
+    copy_side_files,
     cpu_preset,
     onnx_reference,
     ort_format_variant,
@@ -29,14 +29,6 @@ from compress.onnx import (
 from compress.registry import ArtifactKind, StageConfig, StageContext, StageResult, stage
 
 log = logging.getLogger(__name__)
-
-SIDE_FILES = (
-    "config.json",
-    "vocab.txt",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-)
 
 
 class QuantizeConfig(StageConfig):
@@ -235,9 +227,7 @@ def quantize_onnx(cfg: OnnxRuntimeQuantize, src: Path, ctx: StageContext, out: P
     quantized = ort_quantize(
         src, out, preset=preset, per_channel=cfg.per_channel, calibration=calibration
     )
-    for name in SIDE_FILES:
-        if (src.parent / name).exists() and not (out / name).exists():
-            shutil.copy(src.parent / name, out / name)
+    copy_side_files(src.parent, out)
     log.info("ONNX Runtime %s int8 for %s (%s)", cfg.mode, preset, chosen)
     if preset != cpu_preset():
         log.info(
@@ -284,9 +274,7 @@ def quantize_openvino(cfg: OpenVinoQuantize, src: Path, ctx: StageContext, out: 
         ]
         model = ov.nncf_int8(model, examples, cfg.preset)
     produced = ov.save_ir(model, out)
-    for name in SIDE_FILES:
-        if (src.parent / name).exists():
-            shutil.copy(src.parent / name, out / name)
+    copy_side_files(src.parent, out)
     batches = validation_batches(ctx.task, tokenizer, ctx.max_seq_len, 64)
     check = compare_logits(
         onnx_reference(src), ov.ov_forward(produced), batches, ctx.task.type == "qa"
@@ -358,9 +346,7 @@ def lower_executorch(cfg: ExecuTorchLower, src: Path, ctx: StageContext, out: Pa
     program, details = et.lower(model, cfg.precision, ctx.max_seq_len, cfg.max_batch, calibration)
     produced = out / "model.pte"
     produced.write_bytes(program)
-    for name in SIDE_FILES:
-        if (src / name).exists():
-            shutil.copy(src / name, out / name)
+    copy_side_files(src, out)
     batches = validation_batches(ctx.task, tokenizer, ctx.max_seq_len, 64, min(16, cfg.max_batch))
     check = compare_logits(
         torch_reference(model), et.pte_forward(produced), batches, ctx.task.type == "qa"

@@ -1,89 +1,24 @@
-"""The fit stage's machinery: candidates of a compression space, shape-first probes (random
-weights of a candidate's exact shape and runtime, timed and sized on this machine before any
-training), and the training, quantizing and dev scoring of a candidate.
-
-A candidate's latency and size depend on its shape and runtime, not on its weights, so every
-candidate is measured first from a random-weight model; only those that fit the budget are
-pruned, recovered and scored (``compress/stages/fit.py`` runs the search over them).
-"""
+"""A candidate's artifacts: random-weight models of its exact shape (latency and size depend
+on the shape and runtime, not on the weights), their runtime files (ONNX fp32, ONNX Runtime
+int8, OpenVINO int8), their timing side by side, and the per-example dev counts of any
+artifact the evaluator runs."""
 
 from __future__ import annotations
 
 import copy
 import json
-import logging
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from filelock import FileLock
 
 from compress.data import collate, encode
+from compress.fit.space import FILE_NAMES, Candidate, Shape
 from compress.models import load_model, load_tokenizer, model_class, save_model
-
-log = logging.getLogger(__name__)
-
-RUNTIMES = ("onnx-fp32", "ort-dynamic", "ort-static", "openvino-int8")
-FILE_NAMES = {
-    "onnx-fp32": "model.onnx",
-    "ort-dynamic": "model_quantized.onnx",
-    "ort-static": "model_quantized.onnx",
-    "openvino-int8": "openvino_model.xml",
-}
-
-
-@dataclass(frozen=True)
-class Shape:
-    layers: int
-    heads: int
-    ffn: int
-    vocabulary: int | None  # the vocabulary cut's min_count; None: the input's vocabulary
-
-    @property
-    def key(self) -> str:
-        vocab = "full" if self.vocabulary is None else f"min{self.vocabulary}"
-        return f"L{self.layers}-H{self.heads}-F{self.ffn}-V{vocab}"
-
-
-@dataclass(frozen=True)
-class Candidate:
-    shape: Shape
-    runtime: str
-
-    @property
-    def key(self) -> str:
-        return f"{self.shape.key}-{self.runtime}"
-
-    def params(self) -> dict:
-        """The candidate as the search's parameters (a vocabulary of None as "full")."""
-        return {
-            "layers": self.shape.layers,
-            "heads": self.shape.heads,
-            "ffn": self.shape.ffn,
-            "vocabulary": "full" if self.shape.vocabulary is None else self.shape.vocabulary,
-            "runtime": self.runtime,
-        }
-
-    @classmethod
-    def from_params(cls, params: dict) -> Candidate:
-        vocab = params["vocabulary"]
-        shape = Shape(
-            int(params["layers"]),
-            int(params["heads"]),
-            int(params["ffn"]),
-            None if vocab == "full" else int(vocab),
-        )
-        return cls(shape, str(params["runtime"]))
-
-
-def kept_layers(depth: int, layers: int) -> list[int]:
-    """``layers`` encoder layers of ``depth`` chosen uniformly, the last one always among them
-    (4 of 12: 2, 5, 8, 11), as a student cut from its teacher keeps them."""
-    return [round((i + 1) * depth / layers) - 1 for i in range(layers)]
+from compress.onnx import copy_side_files, onnx_export
 
 
 def shape_vocab_sizes(
@@ -187,57 +122,6 @@ def build_runtime(
     return ov.save_ir(ov.nncf_int8(ov.convert_onnx(onnx_path), examples, "performance"), out)
 
 
-def node_groups(onnx_path: Path) -> dict[str, list[str]]:
-    """An exported encoder's nodes by the part they belong to, in graph order: ``embeddings``,
-    ``layer.N`` per encoder layer, ``head`` (pooler and classifier): the units an int8 model
-    may keep in fp32 when int8 costs too much accuracy."""
-    import re
-
-    import onnx
-
-    groups: dict[str, list[str]] = {}
-    for node in onnx.load(onnx_path, load_external_data=False).graph.node:
-        if match := re.search(r"/layer\.(\d+)/", node.name):
-            part = f"layer.{match.group(1)}"
-        elif "/embeddings/" in node.name:
-            part = "embeddings"
-        elif node.name.startswith(("/bert/pooler/", "/classifier/", "/qa_outputs/")):
-            part = "head"
-        else:
-            continue
-        groups.setdefault(part, []).append(node.name)
-    return groups
-
-
-def revert_greedy(parts: Sequence[str], judge) -> tuple[list[str] | None, list[dict]]:
-    """Which parts to keep in fp32 so that an int8 model meets its accuracy budget: greedily,
-    the part whose reverting raises the judged bound most, one at a time, until it meets.
-    ``judge(kept_fp32) -> (meets, bound)``. Returns the parts (None: even all of them do not
-    meet it) and every trial, in order."""
-    reverted: list[str] = []
-    trials: list[dict] = []
-    while len(reverted) < len(parts):
-        scored = {}
-        for part in parts:
-            if part not in reverted:
-                meets, bound = judge([*reverted, part])
-                scored[part] = (meets, bound)
-                trials.append({"fp32": [*reverted, part], "meets": meets, "bound": bound})
-        best = max(scored, key=lambda p: (scored[p][1], scored[p][0]))
-        reverted.append(best)
-        if scored[best][0]:
-            return reverted, trials
-    return None, trials
-
-
-def copy_side_files(src: Path, out: Path) -> None:
-    from compress.stages.quantize import SIDE_FILES
-
-    for name in SIDE_FILES:
-        if (src / name).exists() and not (out / name).exists():
-            shutil.copy(src / name, out / name)
-
-
 def probe_artifacts(
     shapes: Sequence[Shape],
     runtimes: Sequence[str],
@@ -249,8 +133,6 @@ def probe_artifacts(
     seq_len: int,
 ) -> dict[str, Path]:
     """Every candidate's random-weight artifact (made once: a resumed search finds them)."""
-    from compress.stages.export import onnx_export
-
     config = load_model(src, task_type).config
     tokenizer = load_tokenizer(src)
     paths = {}
@@ -355,70 +237,3 @@ def dev_counts(path: Path, task, max_len: int, threads: int) -> np.ndarray:
     rt = load_runtime(path, task.type, "cpu", threads)
     logits = predict(rt.forward, enc, rt.scoring_batch)
     return example_counts(task, examples, predicted_labels(task, enc, logits))
-
-
-def train_shape(
-    shape: Shape,
-    src: Path,
-    task,
-    max_len: int,
-    seed: int,
-    recover,
-    texts: list[str],
-    out: Path,
-) -> Path:
-    """The input cut to ``shape``: vocabulary (the probe's ids), layers kept uniformly, then
-    heads and FFN pruned with TextPruner on importance scores (as the prune stage does), and
-    recovered (KD from the
-    input, or fine-tuning). Written to ``out/model`` once, whichever worker gets there first
-    (several runtimes share one trained shape)."""
-    done = out / "model" / ".done"
-    with FileLock(str(out) + ".lock"):
-        if done.exists():
-            return out / "model"
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir(parents=True)
-        record = _train(shape, src, task, max_len, seed, recover, texts, out)
-        (out / "training.json").write_text(json.dumps(record, indent=1, default=str))
-        done.touch()
-    return out / "model"
-
-
-def _train(shape, src, task, max_len, seed, recover, texts, out: Path) -> dict:
-    from compress.pruning import importance_batches, prune_transformer, prune_vocabulary
-    from compress.stages.prune import recover as run_recovery
-    from compress.students import cut_from_teacher
-
-    model, tokenizer = load_model(src, task.type), load_tokenizer(src)
-    record: dict = {"pid": os.getpid()}
-    kept_ids = None
-    if shape.vocabulary is not None:
-        model, tokenizer, kept_ids = prune_vocabulary(
-            model, tokenizer, texts, shape.vocabulary, out / "work"
-        )
-        record["vocabulary"] = len(kept_ids)
-    depth = model.config.num_hidden_layers
-    if shape.layers < depth:
-        record["layers_kept"] = kept_layers(depth, shape.layers)
-        model = cut_from_teacher(model, record["layers_kept"])
-    heads, ffn = model.config.num_attention_heads, model.config.intermediate_size
-    if shape.heads < heads or shape.ffn < ffn:
-        batches = importance_batches(task, tokenizer, max_len, 32, 16, seed)
-        record["pruning"] = prune_transformer(
-            model,
-            batches,
-            heads=shape.heads,
-            ffn=shape.ffn,
-            n_iters=2,
-            head_even_masking=True,
-            use_logits=False,
-            work_dir=out / "work",
-        )
-    if recover is not None:
-        from compress.registry import StageContext as Context
-
-        ctx = Context(task, max_len, seed, out, f"fit {shape.key}")
-        record["recovery"] = run_recovery(model, tokenizer, recover, src, kept_ids, ctx)
-    shutil.rmtree(out / "work", ignore_errors=True)
-    save_model(model, tokenizer, out / "model")
-    return record
