@@ -364,3 +364,21 @@ def test_a_missing_benchmark_or_a_pin_that_drifted_fails():
         check_command(["pip", "install", "torch==2.0.0"])
     with pytest.raises(Invalid, match="selects no test"):
         check_command(["pytest", "tests/test_pretrain.py", "-k", "no_such_test_name"])
+
+
+def test_docs_paths_into_a_run_name_a_step_of_that_recipe():
+    """A path the README or docs/ give into a run (``artifacts/RECIPE/NN_STEP/...``) names the
+    step the runner writes there: the recipe's step NN, called STEP (a renamed or reordered
+    step breaks this, not a user's copy of the snippet)."""
+    from compress.recipe import load_recipe
+
+    found = 0
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        text = doc.read_text(encoding="utf-8")
+        for recipe, number, step in re.findall(r"artifacts/([\w-]+)/(\d\d)_([\w-]+)/", text):
+            steps = load_recipe(ROOT / "recipes" / f"{recipe}.yaml").steps
+            where = f"{doc.relative_to(ROOT)}: artifacts/{recipe}/{number}_{step}/"
+            assert int(number) <= len(steps), f"{where}: {recipe} has {len(steps)} steps"
+            assert steps[int(number) - 1].name == step, f"{where}: step {number} is not {step}"
+            found += 1
+    assert found  # the README shows where the fit's folder is
