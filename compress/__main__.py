@@ -42,6 +42,20 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         help="how long the other processes wait while the first runs a single-process step "
         "(export, quantize); default 240",
     )
+    run.add_argument(
+        "--rehearse",
+        action="store_true",
+        help="rehearse the real run: every hub model replaced by random weights of its exact "
+        "config, hub data by generated files in the task's release format, each training run "
+        "capped; writes OUT/rehearsal/RECIPE with the report and the real run's cost plan",
+    )
+    run.add_argument(
+        "--rehearse-steps",
+        type=int,
+        default=2,
+        metavar="N",
+        help="optimizer steps per training run in a rehearsal (default 2)",
+    )
     check = sub.add_parser(
         "check", help="validate a recipe and its overrides as run would, without running it"
     )
@@ -173,13 +187,33 @@ def main(argv: list[str] | None = None, prog: str = "lert-compress") -> int:
             dist.init(args.backend, args.dist_timeout)
             if not dist.is_main():  # the first process logs for all
                 logging.getLogger().setLevel(logging.WARNING)
-            recipe = check_recipe(args.recipe, args.overrides)
-            root = run_recipe(recipe, args.out, evaluate=not args.no_eval)
+            if args.rehearse:
+                from compress.rehearse import rehearse
+
+                root = rehearse(
+                    check_recipe,
+                    args.recipe,
+                    args.overrides,
+                    args.out,
+                    args.rehearse_steps,
+                    evaluate=not args.no_eval,
+                )
+            else:
+                recipe = check_recipe(args.recipe, args.overrides)
+                root = run_recipe(recipe, args.out, evaluate=not args.no_eval)
             if dist.is_main():
                 report = "" if args.no_eval else f" (report: {root / 'report.md'})"
                 print(f"done: {root}{report}")
         elif args.command == "check":
+            from compress.errors import RecipeError
+            from compress.runner import machine_problems
+
             recipe = check_recipe(args.recipe, args.overrides)
+            problems = machine_problems(recipe)
+            if problems:
+                raise RecipeError(
+                    "this machine cannot run the recipe:\n  - " + "\n  - ".join(problems)
+                )
             steps = ", ".join(f"{s.name} ({s.stage})" for s in recipe.steps)
             print(f"ok: {recipe.name}: {len(recipe.steps)} steps: {steps}")
         elif args.command == "report":

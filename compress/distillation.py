@@ -308,6 +308,7 @@ def distil(
             desc=desc,
             metric=task.metric,
             prepare=prepare,
+            frozen=None if cached else teacher,
         )
     if hasattr(distiller.tb_writer, "close"):
         distiller.tb_writer.close()

@@ -103,8 +103,16 @@ SHIPPED_DIR = Path(__file__).resolve().parent / "pretrained"
 SHIPPED = {"lert-compress/mini-lert": "mini-lert"}
 
 
+# a rehearsal's stand-ins (compress/rehearsal.py): hub id -> a local folder of random weights
+# with the model's exact published config
+SUBSTITUTES: dict[str, str] = {}
+
+
 def resolve_source(source: str) -> str:
-    """A shipped model's directory for its name; any other source unchanged."""
+    """A shipped model's directory for its name, a rehearsal's stand-in for a hub id it
+    replaces; any other source unchanged."""
+    if source in SUBSTITUTES:
+        return SUBSTITUTES[source]
     if source in SHIPPED:
         path = SHIPPED_DIR / SHIPPED[source]
         if not (path / "config.json").is_file():

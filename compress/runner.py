@@ -3,6 +3,7 @@ resume by config hash, and a lock against two runs on one artifacts directory.""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -63,9 +64,12 @@ def _reusable(
     return True
 
 
-def run_steps(recipe: Recipe, root: Path, task, ran: list[str] | None = None) -> Manifest:
+def run_steps(
+    recipe: Recipe, root: Path, task, ran: list[str] | None = None, observe=None
+) -> Manifest:
     """Run (or skip, when unchanged and intact) each step; returns the manifest. The names of
-    the steps that ran are appended to ``ran``."""
+    the steps that ran are appended to ``ran``; ``observe(step_name)``, a context manager,
+    wraps each step that runs (a rehearsal measures its memory so)."""
     if dist.is_main():
         prune_stale_entries(Manifest(root), recipe)
     dist.barrier()
@@ -85,9 +89,10 @@ def run_steps(recipe: Recipe, root: Path, task, ran: list[str] | None = None) ->
             log.info("step %d %s: unchanged, skipped (%s)", index, step.name, entry.output)
         else:
             src = outputs.get(step.input) if step.input else None
-            entry = _run_one(
-                step, index, src, hashes[step.name], manifest, recipe, task, dict(outputs)
-            )
+            with observe(step.name) if observe else contextlib.nullcontext():
+                entry = _run_one(
+                    step, index, src, hashes[step.name], manifest, recipe, task, dict(outputs)
+                )
             if ran is not None:
                 ran.append(step.name)
         assert entry.output is not None
@@ -264,13 +269,16 @@ def time_summary(
 
 
 def machine_problems(recipe: Recipe) -> list[str]:
-    """What this machine cannot do that the recipe asks for, found before any work: mixed
-    precision without a CUDA device would otherwise fail when its step starts, perhaps hours in."""
+    """What this machine cannot do that the recipe asks for, found before any work: a training
+    run over its memory, mixed precision without a CUDA device; either would otherwise fail
+    when its step starts, perhaps hours in."""
     import torch
 
+    from compress.plan import memory_problems
+
+    problems = [p.message for p in memory_problems(recipe)]
     if torch.cuda.is_available():
-        return []
-    problems = []
+        return problems
     for i, step in enumerate(recipe.steps):
         for where, config in (
             ("", step.config),
@@ -285,8 +293,9 @@ def machine_problems(recipe: Recipe) -> list[str]:
     return problems
 
 
-def run_recipe(recipe: Recipe, out_root: Path, evaluate: bool = True) -> Path:
-    """Resolve, run, evaluate and report; returns the artifacts directory."""
+def run_recipe(recipe: Recipe, out_root: Path, evaluate: bool = True, observe=None) -> Path:
+    """Resolve, run, evaluate and report; returns the artifacts directory (``observe``: see
+    run_steps)."""
     from compress.errors import RecipeError
     from compress.tasks import load_task
 
@@ -316,7 +325,7 @@ def run_recipe(recipe: Recipe, out_root: Path, evaluate: bool = True) -> Path:
                 mark_stale_report(root, step_hashes(recipe))
             dist.barrier()
             start, ran = time.perf_counter(), []
-            manifest = run_steps(recipe, root, task, ran)
+            manifest = run_steps(recipe, root, task, ran, observe)
             run_repeats(recipe, root, task)
             steps_done = time.perf_counter()
             if not main:

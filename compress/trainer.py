@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from compress import dist
+from compress.errors import CompressError
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,13 @@ class TrainConfig(BaseModel):
         ge=1,
         description="steps between loss readings (progress bar, TensorBoard): each reading "
         "waits for the device",
+    )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="keep only each layer's input and recompute the rest in the backward pass "
+        "(transformers' gradient checkpointing): a fraction of the activation memory for about "
+        "a third more compute; what a large teacher at a long max_seq_len needs on a small "
+        "machine",
     )
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32",
@@ -88,8 +96,56 @@ def mixed_precision(precision: str):
 
 
 def total_steps(cfg: TrainConfig, batches_per_epoch: int) -> int:
-    """Optimizer steps of a run: ``max_steps``, else ``ceil(epochs x batches per epoch)``."""
-    return cfg.max_steps or max(1, math.ceil(cfg.epochs * batches_per_epoch))
+    """Optimizer steps of a run: ``max_steps``, else ``ceil(epochs x batches per epoch)``; at
+    most the rehearsal's cap while one runs."""
+    steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * batches_per_epoch))
+    return steps if REHEARSAL.cap is None else min(steps, REHEARSAL.cap)
+
+
+@dataclass
+class Runs:
+    """A rehearsal's cap on every training run, and what each run did: its optimizer steps,
+    their seconds and tokens, the steps it would take uncapped, and what it trained."""
+
+    cap: int | None = None
+    runs: list[dict] = field(default_factory=list)
+
+    def start(self, desc: str, cfg: TrainConfig, per_epoch: int, model, frozen=None):
+        if self.cap is None:
+            return None
+        trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        forward_only = list(frozen.named_parameters()) if frozen is not None else []
+        run = {
+            "run": desc,
+            "per_epoch": per_epoch,
+            "epochs": cfg.epochs,
+            "max_steps": cfg.max_steps,
+            "batch_size": getattr(cfg, "batch_size", None),
+            "uncapped_steps": cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch)),
+            # weights a step multiplies by (embedding lookups are not matrix products)
+            "matmul_params": sum(p.numel() for n, p in trainable if "embeddings" not in n),
+            "frozen_matmul_params": sum(
+                p.numel() for n, p in forward_only if "embeddings" not in n
+            ),
+            "step_seconds": [],
+            "step_tokens": [],
+        }
+        self.runs.append(run)
+        return run
+
+
+REHEARSAL = Runs()
+
+
+@contextlib.contextmanager
+def capped(steps: int):
+    """Every training run inside takes at most ``steps`` optimizer steps, and is recorded in
+    ``REHEARSAL.runs``."""
+    REHEARSAL.cap, REHEARSAL.runs = steps, []
+    try:
+        yield REHEARSAL
+    finally:
+        REHEARSAL.cap = None
 
 
 def param_groups(model, weight_decay: float) -> list[dict]:
@@ -203,13 +259,16 @@ def train(
     metric: str = "dev",
     prepare: Callable[[torch.optim.Optimizer], torch.optim.Optimizer] | None = None,
     resume: Resume | None = None,
+    frozen=None,
 ) -> dict:
     """Train ``model`` on ``loss_fn(batch)``; check dev at each epoch end and at the last step,
     and leave the best weights in ``model``.
 
     ``prepare(optimizer)`` may add parameter groups (e.g. TextBrewer's projections) before the
-    schedule is built. With ``resume``, the state is saved every ``resume.every`` steps and a
-    saved state is continued from (the batches of its epoch already seen are skipped).
+    schedule is built; ``frozen`` is a model ``loss_fn`` runs forward on every batch besides
+    ``model`` (a teacher without a logits cache), for a rehearsal's cost record. With
+    ``resume``, the state is saved every ``resume.every`` steps and a saved state is continued
+    from (the batches of its epoch already seen are skipped).
     """
     from transformers import get_linear_schedule_with_warmup
 
@@ -220,6 +279,14 @@ def train(
     if prepare is not None:
         optimizer = prepare(optimizer)
     schedule = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * steps), steps)
+    record = REHEARSAL.start(desc, cfg, source.per_epoch, model, frozen)
+    if cfg.gradient_checkpointing:
+        if not getattr(model, "supports_gradient_checkpointing", False):
+            raise CompressError(
+                f"{desc}: gradient_checkpointing: {type(model).__name__} cannot recompute its "
+                "layers; leave it off for this step"
+            )
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     best = KeepBest()
     step, epoch = 0, 0
     spent = 0.0  # training seconds, dev checks excluded
@@ -237,11 +304,15 @@ def train(
             for in_epoch, batch in enumerate(source.batches(epoch), 1):
                 if in_epoch <= skip:
                     continue
+                began = time.perf_counter()
                 with autocast:
                     loss = loss_fn(batch)
                 if not optimizer_step(loss, model, optimizer, scaler, cfg.max_grad_norm):
                     skipped += 1  # fp16 overflow: the scaler skipped it; not a step
                     continue
+                if record is not None:
+                    record["step_seconds"].append(round(time.perf_counter() - began, 4))
+                    record["step_tokens"].append(_tokens(batch))
                 schedule.step()
                 step += 1
                 bar.update(1)
@@ -262,6 +333,8 @@ def train(
             best.offer(model, score, step, epoch, round(spent, 2))
             log.info("%s: epoch %d step %d dev %s %.4f", desc, epoch, step, metric, score)
     best.restore(model)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_disable()
     result = {
         "precision": cfg.precision,
         "best_dev": best.score,
@@ -280,6 +353,15 @@ def train(
             "weight_checksums": dist.gather(weight_checksum(model)),
         }
     return result
+
+
+def _tokens(batch) -> int:
+    """Token positions in a batch (padding included: the model computes them too); a cached
+    batch is ``[batch, logits]``."""
+    if isinstance(batch, (list, tuple)) and batch:
+        return _tokens(batch[0])
+    ids = batch.get("input_ids") if isinstance(batch, dict) else None
+    return int(ids.numel()) if ids is not None else 0
 
 
 def optimizer_step(loss, model, optimizer, scaler, max_grad_norm: float) -> bool:

@@ -58,6 +58,7 @@ def card_text(
         "tags: [lert-compress, bert, chinese]",
         "---",
         "",
+        *([f"> **{report.rehearsal['note']}**", ""] if report.rehearsal else []),
         f"# {report.recipe} / {name}",
         "",
         f"A BERT-architecture model for `{report.task}` made by the `{entry.stage}` step of the "

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 def render_markdown(report: Report) -> str:
     rows, hw = report.rows, report.hardware
     lines = [
+        *rehearsal_banner(report),
         f"# {report.recipe}: size against {report.metric}",
         "",
         f"Task `{report.task}`, {split_text(report)} ({report.examples} examples), "
@@ -164,6 +165,7 @@ def render_report(root: Path) -> Report:
             for name in metrics.steps
             if name in manifest.steps and "search" in (manifest.steps[name].details or {})
         },
+        rehearsal=_rehearsal(root),
         fit={
             name: {**e.details, "measured": fit_measured(name, e.details, metrics.rows)}
             for name, e in manifest.steps.items()
@@ -177,6 +179,19 @@ def render_report(root: Path) -> Report:
     write_model_cards(root, report, manifest)
     log.info("report: %s", root / "report.md")
     return report
+
+
+def _rehearsal(root: Path) -> dict | None:
+    """The rehearsal's record when ``root`` is one (compress/rehearsal.py), else None."""
+    path = root / "rehearsal.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def rehearsal_banner(report: Report) -> list[str]:
+    """The first line of a rehearsal's report and cards: its scores mean nothing."""
+    if report.rehearsal is None:
+        return []
+    return [f"> **{report.rehearsal['note']}**", ""]
 
 
 def stale_steps(computed_from: dict[str, str], now: dict[str, str]) -> list[str]:

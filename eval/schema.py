@@ -182,6 +182,8 @@ class Report(Metrics):
     # step -> the pre-trained models (hub ids, directories, shipped names) it started from
     started_from: dict[str, list[str]] = Field(default_factory=dict)
     stale: list[str] = Field(default_factory=list)  # steps changed since (set by a later run)
+    # a rehearsal's record (random weights at real shapes: the scores mean nothing)
+    rehearsal: dict[str, Any] | None = None
     # select steps: step -> {"chosen", "dev_scores", "why"}
     chosen_on_dev: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # distill steps with search: step -> {"split", "trial_steps", "rounds", "cap_steps",

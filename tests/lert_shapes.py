@@ -6,17 +6,8 @@ from pathlib import Path
 
 import torch
 
-from compress.models import LERT_VOCAB_SIZE, NAMED_SHAPES, SPECIAL_TOKENS
-
-
-def lert_vocab(path: Path) -> Path:
-    """A 21128-token vocabulary: specials, CJK characters, then unused slots."""
-    tokens = ["[PAD]"] + [f"[unused{i}]" for i in range(1, 100)] + SPECIAL_TOKENS[1:]
-    tokens += [chr(c) for c in range(0x4E00, 0x9FA6)]
-    tokens += [f"[unused{i}]" for i in range(100, 100 + LERT_VOCAB_SIZE - len(tokens))]
-    assert len(tokens) == LERT_VOCAB_SIZE
-    path.write_text("\n".join(tokens) + "\n", encoding="utf-8")
-    return path
+from compress.models import LERT_VOCAB_SIZE, NAMED_SHAPES
+from compress.rehearsal import lert_vocabulary
 
 
 def build_lert(name: str, out: Path, seed: int = 0) -> Path:
@@ -32,5 +23,5 @@ def build_lert(name: str, out: Path, seed: int = 0) -> Path:
     config = bert_config(NAMED_SHAPES[name], LERT_VOCAB_SIZE, ["a", "b"])
     del config.id2label, config.label2id
     BertModel(config).save_pretrained(out, safe_serialization=True)
-    BertTokenizerFast(vocab_file=str(lert_vocab(out / "vocab.txt"))).save_pretrained(out)
+    BertTokenizerFast(vocab_file=str(lert_vocabulary(out / "vocab.txt"))).save_pretrained(out)
     return out

@@ -274,17 +274,21 @@ def local_files(cfg: TaskConfig, per_file: PerFile | None = None) -> TaskData:
         for split, path in paths.items()
     }
     if "dev" not in splits or "test" not in splits:
-        log.info(
-            "no dev/test file: cutting dev %d and test %d from train", cfg.dev_size, cfg.test_size
-        )
+        # only what is missing is cut from train (MSRA-NER ships train and test, no dev)
+        dev_size = 0 if "dev" in splits else cfg.dev_size
+        test_size = 0 if "test" in splits else cfg.test_size
+        log.info("no dev/test file: cutting dev %d and test %d from train", dev_size, test_size)
         train = splits["train"]
-        if cfg.dev_size + cfg.test_size >= len(train):
-            raise DataError(
-                f"task.train: {cfg.train} has {len(train)} usable examples, too few to cut dev "
-                f"{cfg.dev_size} + test {cfg.test_size} from and keep a train split; give "
-                "task.dev and task.test files, or lower task.dev_size / task.test_size"
+        if dev_size + test_size >= len(train):
+            wanted = " + ".join(
+                f"{name} {size}" for name, size in (("dev", dev_size), ("test", test_size)) if size
             )
-        cut = seeded_split(train, cfg.dev_size, cfg.test_size, cfg.split_seed)
+            raise DataError(
+                f"task.train: {cfg.train} has {len(train)} usable examples, too few to cut "
+                f"{wanted} from and keep a train split; give task.dev and task.test files, or "
+                "lower task.dev_size / task.test_size"
+            )
+        cut = seeded_split(train, dev_size, test_size, cfg.split_seed)
         splits = {s: splits.get(s, cut[s]) if s != "train" else cut["train"] for s in cut}
     data = TaskData(cfg.name, cfg.type, derive_labels(cfg, splits["train"], paths["train"]), splits)
     check_labels(data, bad, paths, given=bool(cfg.labels))
