@@ -463,3 +463,25 @@ def test_openvino_int8_over_the_budget_goes_through_nncf_accuracy_control(
     (row,) = entry.details["candidates"]
     assert row["status"] == "over the accuracy budget"
     assert row["revert"]["why"].startswith("NNCF's accuracy control")
+
+
+def test_a_model_timed_beside_the_candidates_gives_their_speedup(tmp_path, cls_files):
+    """probe.beside times an earlier step's model (here the fp32 PyTorch teacher) in the same
+    interleaved run as the candidates' probes; the report gives the fastest one's speed-up."""
+    recipe = fit_recipe(cls_files, probe={"beside": "teacher"}, max_trials=1)
+    root = run_recipe(parse_recipe(recipe), tmp_path / "a")
+    details = Manifest(root).steps["fit"].details
+    beside = details["probe"]["beside"]
+    host = {c["key"]: c["latency"]["p50"] for c in details["candidates"]}
+    assert beside["step"] == "teacher" and beside["fastest"] == min(host, key=host.get)
+    assert beside["fastest_p50"] == host[beside["fastest"]]
+    assert beside["speedup"] == round(beside["latency"]["p50"] / beside["fastest_p50"], 1)
+    md = (root / "report.md").read_text()
+    assert f"the fastest candidate, `{beside['fastest']}`" in md
+    assert f"**{beside['speedup']:g}x** faster" in md
+
+
+def test_probe_beside_must_name_an_earlier_step(cls_files):
+    assert "probe.beside: 'nope' is not an earlier step" in _problems(
+        cls_files, probe={"beside": "nope"}
+    )

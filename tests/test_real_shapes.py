@@ -45,6 +45,20 @@ QUICK = [
 ]
 
 
+# distill-large-to-small's fit step, cut to one candidate, two recovery steps and no accuracy
+# budget (two training steps learn nothing)
+QUICK_FIT = [
+    "steps.fit.space={layers: [4], heads: [2], ffn: [512], vocabulary: [null], "
+    "runtimes: [ort-dynamic]}",
+    "steps.fit.max_trials=1",
+    "steps.fit.budget.max_drop=100",
+    "steps.fit.budget.latency_ms=1000",
+    "steps.fit.recover.max_steps=2",
+    "steps.fit.recover.batch_size=4",
+    "steps.fit.probe.repeats=3",
+]
+
+
 def _steps(names, **options):
     return [f"steps.{n}.{k}={v}" for n in names for k, v in options.items()]
 
@@ -84,6 +98,7 @@ def test_distill_large_to_student_real_shapes(tmp_path, lert_dirs, chnsenticorp_
         ]
         + _steps(["teacher", "student"], max_steps=2, batch_size=4)
         + QUICK_PRUNE
+        + (QUICK_FIT if student == "lert-small" else [])
     )
     root = run_recipe(load_recipe(f"recipes/{recipe_name}.yaml", overrides), tmp_path)
     steps = json.loads((root / "manifest.json").read_text())["steps"]
@@ -100,7 +115,7 @@ def test_distill_large_to_student_real_shapes(tmp_path, lert_dirs, chnsenticorp_
         "pruned (before recovery)",
         "pruned-onnx",
         "pruned-int8",
-    }
+    } | ({"fit"} if student == "lert-small" else set())
     assert 320e6 < rows["teacher"]["params"] < 330e6
     assert rows["pruned-int8"]["precision"] == "int8"
     assert rows["pruned"]["params"] < rows["student"]["params"]

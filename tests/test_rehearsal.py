@@ -222,13 +222,33 @@ def test_bad_rehearsal_input_is_one_line(tmp_path, capsys, argv, message):
 
 
 # what the slow tests leave out of the evaluation (not of the steps): batch sizes beyond 1, the
-# memory processes and a GPU's rows
-EVALUATE_LESS = ["evaluate.batch_sizes=[1]", "evaluate.memory=false", "evaluate.devices=[cpu]"]
+# memory processes, end-to-end timing and a GPU's rows
+EVALUATE_LESS = [
+    "evaluate.batch_sizes=[1]",
+    "evaluate.memory=false",
+    "evaluate.devices=[cpu]",
+    "evaluate.end_to_end=0",
+]
 
 
-def _rehearse(tmp_path, recipe: str, capsys) -> Path:
+# distill-large-to-small's fit space cut from 48 candidates to 8 (4 and 12 layers, each
+# vocabulary, both int8 runtimes), two of them trained, for CI's time
+FIT_LESS = [
+    "steps.fit.space.layers=[4, 12]",
+    "steps.fit.space.heads=[2]",
+    "steps.fit.space.ffn=[512]",
+    "steps.fit.max_trials=2",
+]
+
+
+# the prune step's importance passes (8 iterations over 64 batches: minutes at 512 tokens, not
+# optimizer steps, so not capped) cut to one iteration over two batches, for CI's time
+PRUNE_LESS = ["steps.pruned.transformer.n_iters=1", "steps.pruned.transformer.batches=2"]
+
+
+def _rehearse(tmp_path, recipe: str, capsys, *extra: str) -> Path:
     argv = ["run", recipe, "--rehearse", "--rehearse-steps", "1", "--out", str(tmp_path)]
-    rc = main(argv + EVALUATE_LESS)
+    rc = main(argv + EVALUATE_LESS + list(extra))
     printed = capsys.readouterr().out
     assert rc == 0, printed
     root = tmp_path / "rehearsal" / recipe
@@ -254,7 +274,7 @@ def test_distill_large_to_small_rehearsed_at_lert_s_real_shapes(tmp_path, capsys
     """The shipped recipe end to end at LERT-large / LERT-small's published shapes: every step
     runs, the teacher (over this machine's memory at batch 32 x 256) is said so and rehearsed
     with gradient checkpointing, and the plan covers every training run."""
-    root = _rehearse(tmp_path, "distill-large-to-small", capsys)
+    root = _rehearse(tmp_path, "distill-large-to-small", capsys, *FIT_LESS)
     _every_card_and_the_report_say_the_weights_are_random(root)
     plan = json.loads((root / "plan.json").read_text())
     steps = {s["step"]: s for s in plan["steps"]}
@@ -262,10 +282,14 @@ def test_distill_large_to_small_rehearsed_at_lert_s_real_shapes(tmp_path, capsys
         "teacher",
         "student",
         "student-no-kd",
+        "fit",
         "pruned",
         "pruned-onnx",
         "pruned-int8",
     ]
+    fit = json.loads((root / "manifest.json").read_text())["steps"]["fit"]["details"]
+    beside = fit["probe"]["beside"]  # LERT-large fp32 timed with the candidates
+    assert beside["step"] == "teacher" and beside["speedup"] > 1
     teacher = steps["teacher"]
     if plan["memory_gb"] < 27:  # a 24 GB machine: the recipe's teacher does not fit
         assert not teacher["fits"] and "gradient_checkpointing=true" in teacher["advice"]
@@ -282,7 +306,7 @@ def test_distill_large_to_small_rehearsed_at_lert_s_real_shapes(tmp_path, capsys
 
 @pytest.mark.slow
 def test_cmrc2018_recipe_rehearsed_at_real_shapes(tmp_path, capsys):
-    root = _rehearse(tmp_path, "distill-large-to-small-cmrc2018", capsys)
+    root = _rehearse(tmp_path, "distill-large-to-small-cmrc2018", capsys, *PRUNE_LESS)
     _every_card_and_the_report_say_the_weights_are_random(root)
     plan = json.loads((root / "plan.json").read_text())
     assert all(s["runs"] or "onnx" in s["step"] or "int8" in s["step"] for s in plan["steps"])

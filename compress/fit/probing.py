@@ -108,9 +108,10 @@ def probe_all(cfg: FitConfig, src: Path, ctx: StageContext, work: Path) -> tuple
     from compress.fit.artifacts import time_artifacts
 
     keys_vocab = {Candidate(s, r).key: sizes[s] for s in shapes for r in cfg.space.runtimes}
+    timed, timed_vocab = _with_beside(cfg, ctx, paths, keys_vocab)
     host = time_artifacts(
-        paths,
-        keys_vocab,
+        timed,
+        timed_vocab,
         ctx.task.type,
         cfg.budget.batch_size or 1,
         seq_len,
@@ -124,8 +125,8 @@ def probe_all(cfg: FitConfig, src: Path, ctx: StageContext, work: Path) -> tuple
         dev = ctx.task.texts("dev")
         every = max(1, len(dev) // cfg.budget.texts)
         host = time_end_to_end(
-            paths,
-            keys_vocab,
+            timed,
+            timed_vocab,
             ctx.task.type,
             src / "tokenizer.json",
             dev[::every][: cfg.budget.texts],
@@ -133,6 +134,7 @@ def probe_all(cfg: FitConfig, src: Path, ctx: StageContext, work: Path) -> tuple
             cfg.budget.threads,
             cfg.probe.warmup,
         )
+    beside = host.pop(BESIDE, None)
     latency, device = host, None
     if cfg.budget.device is not None:  # the target's numbers decide; this machine's are kept
         latency, device = device_latency(cfg, list(paths), seq_len)
@@ -154,11 +156,41 @@ def probe_all(cfg: FitConfig, src: Path, ctx: StageContext, work: Path) -> tuple
         "threads": device["threads"] if device else cfg.budget.threads,
         "preset": preset(cfg),
         "device": device,
+        "beside": _speedup(cfg, beside, host),
     }
     tmp = saved.with_suffix(".partial")
     tmp.write_text(json.dumps({"probes": probes, "meta": meta}, indent=1))
     os.replace(tmp, saved)
     return probes, meta
+
+
+BESIDE = "beside"  # the key of the model timed beside the candidates
+
+
+def _with_beside(cfg: FitConfig, ctx: StageContext, paths: dict, vocab: dict) -> tuple[dict, dict]:
+    """The candidates' artifacts, and the ``probe.beside`` step's model with them."""
+    if cfg.probe.beside is None:
+        return paths, vocab
+    from compress.arch import tokenizer_size
+
+    path = ctx.outputs[cfg.probe.beside]
+    folder = path.parent if path.is_file() else path
+    size = tokenizer_size(folder) or min(vocab.values())
+    return {**paths, BESIDE: path}, {**vocab, BESIDE: size}
+
+
+def _speedup(cfg: FitConfig, beside: dict | None, host: dict) -> dict | None:
+    """The fastest candidate on this machine against the model timed beside it."""
+    if beside is None:
+        return None
+    fastest = min(host, key=lambda k: host[k]["p50"])
+    return {
+        "step": cfg.probe.beside,
+        "latency": beside,
+        "fastest": fastest,
+        "fastest_p50": host[fastest]["p50"],
+        "speedup": round(beside["p50"] / host[fastest]["p50"], 1),
+    }
 
 
 def over_budget(cfg: FitConfig, probe: dict) -> str | None:

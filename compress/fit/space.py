@@ -177,6 +177,12 @@ class Probing(BaseModel):
 
     warmup: int = Field(3, ge=0)
     repeats: int = Field(20, ge=3, description="interleaved rounds over every candidate")
+    beside: str | None = Field(
+        None,
+        description="an earlier step whose model (the teacher, say) is timed with the "
+        "candidates in the same interleaved run, at the budget's batch and length; the report "
+        "gives the fastest candidate's speed-up over it",
+    )
 
 
 class FitConfig(StageConfig):
@@ -218,7 +224,7 @@ class FitConfig(StageConfig):
     )
 
     def references(self) -> list[str]:
-        return [self.budget.reference] if self.budget.reference else []
+        return [r for r in (self.budget.reference, self.probe.beside) if r]
 
     def check(self, configs) -> list[str]:
         problems = []
@@ -235,6 +241,8 @@ class FitConfig(StageConfig):
             )
         if b.reference is not None and b.reference not in configs:
             problems.append(f"budget.reference: {b.reference!r} is not an earlier step")
+        if self.probe.beside is not None and self.probe.beside not in configs:
+            problems.append(f"probe.beside: {self.probe.beside!r} is not an earlier step")
         if b.device is not None and not b.device.is_file():
             problems.append(
                 f"budget.device: {b.device} does not exist; write it on the target with a bench "

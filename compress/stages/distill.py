@@ -255,7 +255,7 @@ def search_on_dev(cfg: DistillConfig, teacher, tokenizer, task, enc, ctx):
                 "%s: KD trial %s, %d steps: dev %s %.4f (%+.2f points over the %s baseline%s)",
                 ctx.step_name,
                 grid[i],
-                steps,
+                row["steps"],
                 task.metric,
                 row["dev"],
                 row["vs_trivial"] * 100,
@@ -347,7 +347,8 @@ def _kd_trial(cfg: DistillConfig, point: dict, steps: int, teacher, tokenizer, t
     counts = torch_dev_counts(student, task, enc, cfg.eval_batch_size)
     seconds = round(time.perf_counter() - started, 2)
     dev = round(result["best_dev"], 5)
-    return counts, {**point, "steps": steps, "dev": dev, "seconds": seconds}
+    # the steps it took: the round's, or fewer under a rehearsal's cap
+    return counts, {**point, "steps": result["steps"], "dev": dev, "seconds": seconds}
 
 
 def _final_row(rows: list[dict], trial: int) -> dict:

@@ -222,6 +222,7 @@ def fit_section(report: Report) -> list[str]:
                 f"predictor, {trivial['description']} ({trivial['dev'] * 100:.2f}), by its "
                 "paired 95% interval; a **no** learned nothing the trivial predictor lacks.",
             ]
+        lines += _beside_text(probe)
         check = fit.get("probe_check")
         if check:
             verdict = "agree" if check["agree"] else "differ by more than the spread"
@@ -234,3 +235,18 @@ def fit_section(report: Report) -> list[str]:
             ]
         lines.append("")
     return lines
+
+
+def _beside_text(probe: dict) -> list[str]:
+    """The fastest candidate against the model timed beside the candidates (the teacher, say)."""
+    beside = probe.get("beside")
+    if not beside:
+        return []
+    return [
+        "",
+        f"Timed beside them in the same run, on this machine: `{beside['step']}` (its model as "
+        f"that step saved it) {beside['latency']['p50']:.1f} ms p50 at batch "
+        f"{probe['batch_size']} x {probe['seq_len']} tokens ({probe['threads']} threads); the "
+        f"fastest candidate, `{beside['fastest']}`, {beside['fastest_p50']:.2f} ms: "
+        f"**{beside['speedup']:g}x** faster.",
+    ]
