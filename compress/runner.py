@@ -293,15 +293,21 @@ def machine_problems(recipe: Recipe) -> list[str]:
     return problems
 
 
-def run_recipe(recipe: Recipe, out_root: Path, evaluate: bool = True, observe=None) -> Path:
-    """Resolve, run, evaluate and report; returns the artifacts directory (``observe``: see
-    run_steps)."""
+def refuse_machine_problems(recipe: Recipe) -> None:
+    """One error listing what this machine cannot do of the recipe (see machine_problems)."""
     from compress.errors import RecipeError
-    from compress.tasks import load_task
 
     problems = machine_problems(recipe)
     if problems:
         raise RecipeError("this machine cannot run the recipe:\n  - " + "\n  - ".join(problems))
+
+
+def run_recipe(recipe: Recipe, out_root: Path, evaluate: bool = True, observe=None) -> Path:
+    """Resolve, run, evaluate and report; returns the artifacts directory (``observe``: see
+    run_steps)."""
+    from compress.tasks import load_task
+
+    refuse_machine_problems(recipe)
     root = out_root / recipe.name
     main = dist.is_main()
     with dist.main_only(artifacts_lock(root)):
