@@ -77,9 +77,12 @@ QUICK_PRUNE = _steps(
 
 
 def test_distill_recipe_offline_fails_at_the_hub_with_a_clear_message(tmp_path, chnsenticorp_files):
+    # LERT-large's fine-tune at 32 x 256 needs about 27 GB, so on a 24 GB machine the memory
+    # check refuses it before any download; checkpointing (about 8 GB) lets it go on to the hub
+    fits = ["steps.teacher.gradient_checkpointing=true"]
     with pytest.raises(CompressError, match="lansinuote/ChnSentiCorp"):
-        run_recipe(load_recipe("recipes/distill-large-to-small.yaml"), tmp_path)
-    recipe = load_recipe("recipes/distill-large-to-small.yaml", chnsenticorp_files)
+        run_recipe(load_recipe("recipes/distill-large-to-small.yaml", fits), tmp_path)
+    recipe = load_recipe("recipes/distill-large-to-small.yaml", chnsenticorp_files + fits)
     with pytest.raises(ModelSourceError, match="(?s)hfl/chinese-lert-large.*HF_ENDPOINT") as err:
         run_recipe(recipe, tmp_path)
     assert "step 'teacher' (finetune)" in str(err.value)
@@ -183,10 +186,13 @@ def test_task_generic_distill_on_lcqmc(tmp_path, lert_dirs):
         f"steps.student.student.init={lert_dirs['lert-small']}",
         *_steps(["teacher", "student"], max_steps=2, batch_size=4),
         *QUICK_PRUNE,
+        *QUICK_FIT,
     ]
     root = run_recipe(load_recipe("recipes/distill-large-to-small.yaml", overrides), tmp_path)
     report = json.loads((root / "report.json").read_text())
-    assert report["task"] == "lcqmc" and len(report["rows"]) == 7  # through pruned-int8
+    assert report["task"] == "lcqmc"
+    variants = {r["variant"] for r in report["rows"]}
+    assert len(report["rows"]) == 8 and {"pruned-int8", "fit"} <= variants
 
 
 def test_msra_ner_recipe(tmp_path, lert_dirs):
