@@ -119,6 +119,7 @@ class Rehearsal:
     rows: dict[str, int] = field(default_factory=dict)  # split -> rows written
     task: str = ""
     lifted: list[str] = field(default_factory=list)  # accuracy budgets not rehearsed
+    corpora: dict[str, str] = field(default_factory=dict)  # steps.NAME.text -> file
 
     def record(self) -> dict:
         return {
@@ -131,6 +132,7 @@ class Rehearsal:
             "rows": self.rows,
             "real_rows": REAL_SPLITS.get(self.task, {}),
             "accuracy_budgets_lifted": self.lifted,
+            "pretraining_text": self.corpora,
         }
 
 
@@ -325,9 +327,36 @@ def prepare(recipe, overrides: list[str], work: Path, steps: int):
         extra += [f"task.{split}={path}" for split, path in files.items()]
         if "dev" not in files:  # selection on a slice held out from train, as in the release
             extra.append(f"task.dev_size={plan.rows['dev']}")
+    extra += _pretraining_text(recipe, plan, work / "data")
     for step in recipe.steps:  # random weights cannot meet an accuracy budget: not rehearsed
         budget = getattr(step.config, "budget", None)
         if getattr(budget, "max_drop", None) is not None:
             extra.append(f"steps.{step.name}.budget.max_drop=100")
             plan.lifted.append(f"steps.{step.name}.budget.max_drop")
     return overrides + extra, plan
+
+
+def _pretraining_text(recipe, plan: Rehearsal, folder: Path) -> list[str]:
+    """A pre-training or general-distill step's ``text.tasks`` that read the hub replaced by a
+    plain-text file (one text per line) as long as the step's max_seq_len: the held-out texts
+    first, then as many training texts as the task's rehearsal train split, so that the plan
+    scales its epochs as it scales the task's."""
+    extra: list[str] = []
+    for step in recipe.steps:
+        text = getattr(step.config, "text", None)
+        hub = [t for t in getattr(text, "tasks", []) if t in RELEASES]
+        if not hub:
+            continue
+        n = text.heldout + plan.rows.get("train", largest_batch(recipe) * plan.steps * 2)
+        path = folder / f"{step.name}-text.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        texts = _texts(step.config.max_seq_len, n, recipe.seed + 7)
+        path.write_text("\n".join(texts) + "\n", encoding="utf-8")
+        kept = [t for t in text.tasks if t not in RELEASES]
+        files = [str(f) for f in text.files] + [str(path)]
+        extra += [
+            f"steps.{step.name}.text.tasks=[{', '.join(kept)}]",
+            f"steps.{step.name}.text.files=[{', '.join(files)}]",
+        ]
+        plan.corpora[f"steps.{step.name}.text"] = str(path)
+    return extra

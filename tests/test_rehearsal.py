@@ -95,6 +95,25 @@ def test_msra_style_files_cut_only_the_missing_dev_from_train(tmp_path):
     assert [len(data.splits[s]) for s in ("train", "dev", "test")] == [16, 4, 5]
 
 
+def test_general_distill_text_from_a_hub_task_is_replaced_by_a_plain_text_file(tmp_path):
+    """general-distill-lert-large-to-custom reads its corpus from ChnSentiCorp's train split on
+    the hub (text.tasks); a rehearsal gives it a plain-text file instead: the held-out texts
+    and as many training texts as the task's rehearsal train split, as long as max_seq_len."""
+    from compress.corpus import iter_texts
+    from compress.recipe import load_recipe
+    from compress.rehearsal import Rehearsal, _pretraining_text
+
+    name = "recipes/general-distill-lert-large-to-custom.yaml"
+    recipe = load_recipe(name)
+    plan = Rehearsal(steps=1, rows={"train": 64, "dev": 32, "test": 32})
+    extra = _pretraining_text(recipe, plan, tmp_path)
+    text = load_recipe(name, extra).step("general").config.text
+    assert text.tasks == [] and [str(f) for f in text.files] == [plan.corpora["steps.general.text"]]
+    texts = [row["text"] for row in iter_texts(text)]
+    assert len(texts) == 500 + 64  # the recipe's heldout, then the train split's size
+    assert min(map(len, texts)) >= recipe.step("general").config.max_seq_len
+
+
 def test_the_cap_holds_every_training_run_and_records_it(cls_files, tmp_path):
     from compress import trainer
     from compress.data import encode_splits
