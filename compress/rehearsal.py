@@ -338,9 +338,10 @@ def prepare(recipe, overrides: list[str], work: Path, steps: int):
 
 def _pretraining_text(recipe, plan: Rehearsal, folder: Path) -> list[str]:
     """A pre-training or general-distill step's ``text.tasks`` that read the hub replaced by a
-    plain-text file (one text per line) as long as the step's max_seq_len: the held-out texts
-    first, then as many training texts as the task's rehearsal train split, so that the plan
-    scales its epochs as it scales the task's."""
+    plain-text file (one text per line), each text one full row of the step's max_seq_len: the
+    held-out texts first, then as many training texts as the task's rehearsal train split, so
+    that the plan scales its epochs as it scales the task's (a real review longer than a row
+    makes two rows: the real corpus has at least that many)."""
     extra: list[str] = []
     for step in recipe.steps:
         text = getattr(step.config, "text", None)
@@ -350,7 +351,8 @@ def _pretraining_text(recipe, plan: Rehearsal, folder: Path) -> list[str]:
         n = text.heldout + plan.rows.get("train", largest_batch(recipe) * plan.steps * 2)
         path = folder / f"{step.name}-text.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
-        texts = _texts(step.config.max_seq_len, n, recipe.seed + 7)
+        row = step.config.max_seq_len - 2  # [CLS] text [SEP]
+        texts = [t[:row] for t in _texts(row, n, recipe.seed + 7)]
         path.write_text("\n".join(texts) + "\n", encoding="utf-8")
         kept = [t for t in text.tasks if t not in RELEASES]
         files = [str(f) for f in text.files] + [str(path)]

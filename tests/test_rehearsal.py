@@ -98,7 +98,7 @@ def test_msra_style_files_cut_only_the_missing_dev_from_train(tmp_path):
 def test_general_distill_text_from_a_hub_task_is_replaced_by_a_plain_text_file(tmp_path):
     """general-distill-lert-large-to-custom reads its corpus from ChnSentiCorp's train split on
     the hub (text.tasks); a rehearsal gives it a plain-text file instead: the held-out texts
-    and as many training texts as the task's rehearsal train split, as long as max_seq_len."""
+    and as many training texts as the task's rehearsal train split, each one full row."""
     from compress.corpus import iter_texts
     from compress.recipe import load_recipe
     from compress.rehearsal import Rehearsal, _pretraining_text
@@ -111,7 +111,7 @@ def test_general_distill_text_from_a_hub_task_is_replaced_by_a_plain_text_file(t
     assert text.tasks == [] and [str(f) for f in text.files] == [plan.corpora["steps.general.text"]]
     texts = [row["text"] for row in iter_texts(text)]
     assert len(texts) == 500 + 64  # the recipe's heldout, then the train split's size
-    assert min(map(len, texts)) >= recipe.step("general").config.max_seq_len
+    assert {len(t) for t in texts} == {recipe.step("general").config.max_seq_len - 2}  # a row
 
 
 def test_the_cap_holds_every_training_run_and_records_it(cls_files, tmp_path):
