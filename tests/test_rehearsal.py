@@ -329,3 +329,27 @@ def test_cmrc2018_recipe_rehearsed_at_real_shapes(tmp_path, capsys):
     _every_card_and_the_report_say_the_weights_are_random(root)
     plan = json.loads((root / "plan.json").read_text())
     assert all(s["runs"] or "onnx" in s["step"] or "int8" in s["step"] for s in plan["steps"])
+
+
+def test_the_agreement_benchmark_cuts_the_shipped_recipe_after_the_step(tmp_path):
+    """benchmarks/plan_agreement.py rehearses the shipped recipe up to one step, unchanged,
+    and calls N and 4N in agreement only where the longer run's median or range meets the
+    shorter's range."""
+    import importlib.util
+
+    import yaml
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "plan_agreement.py"
+    spec = importlib.util.spec_from_file_location("plan_agreement", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    cut = bench.cut_recipe("distill-large-to-small", "student", tmp_path)
+    shipped = yaml.safe_load(Path("recipes/distill-large-to-small.yaml").read_text("utf-8"))
+    assert yaml.safe_load(cut.read_text("utf-8"))["steps"] == shipped["steps"][:2]
+    assert cut.stem == "distill-large-to-small"  # the rehearsal's folder is the recipe's
+    with pytest.raises(SystemExit, match="no step 'nope'"):
+        bench.cut_recipe("distill-large-to-small", "nope", tmp_path)
+    short = {"seconds_per_step": 2.0, "spread": [1.8, 2.2]}
+    assert bench.agree(short, {"seconds_per_step": 2.1, "spread": [2.0, 2.6]})
+    assert bench.agree(short, {"seconds_per_step": 2.5, "spread": [2.15, 2.9]})  # overlapping
+    assert not bench.agree(short, {"seconds_per_step": 3.0, "spread": [2.6, 3.4]})
