@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
+from tqdm.auto import tqdm
 
 from compress import dist
 from compress.corpus import NER_TAGS, NO_LABEL, POS_TAGS
@@ -226,7 +227,7 @@ def mlm_check(model: LinguisticMLM, batches: list[dict], device) -> Callable[[],
         model.eval()
         correct = masked = 0
         loss = 0.0
-        for batch in batches:
+        for batch in tqdm(batches, desc="masked-LM check", unit="batch", leave=False):
             out = model(**{k: v.to(device) for k, v in batch.items()})
             correct += int(out["mlm_correct"])
             masked += int(out["masked"])

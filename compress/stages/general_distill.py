@@ -14,6 +14,7 @@ from typing import ClassVar
 
 import torch
 from pydantic import Field
+from tqdm.auto import tqdm
 
 from compress.arch import Arch, arch_of_source
 from compress.corpus import CorpusConfig, build_corpus
@@ -120,7 +121,7 @@ def closeness(teacher, student, batches: list[dict], pairs: list[tuple[int, int]
     kl, masked = 0.0, 0
     hidden_t: dict[int, list] = {t: [] for t, _ in pairs}
     hidden_s: dict[int, list] = {s: [] for _, s in pairs}
-    for batch in batches:
+    for batch in tqdm(batches, desc="held-out closeness", unit="batch", leave=False):
         inputs = {
             k: batch[k].to(device()) for k in ("input_ids", "attention_mask", "token_type_ids")
         }
