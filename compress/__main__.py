@@ -28,6 +28,25 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         help="processes on this machine (torchrun --nproc-per-node N): data-parallel training",
     )
     run.add_argument(
+        "--nnodes",
+        type=int,
+        default=1,
+        help="machines in the run (torchrun --nnodes, c10d rendezvous): start this same "
+        "command on each, with its --node-rank and one --rdzv-endpoint",
+    )
+    run.add_argument(
+        "--node-rank", type=int, default=0, help="this machine's number, 0 to nnodes - 1"
+    )
+    run.add_argument(
+        "--rdzv-endpoint",
+        metavar="HOST:PORT",
+        help="where the machines meet: a host every node reaches (node 0's address) and a free "
+        "port; node 0 listens there",
+    )
+    run.add_argument(
+        "--rdzv-id", default=None, help="the run's name at the rendezvous (default: the recipe's)"
+    )
+    run.add_argument(
         "--backend",
         choices=["auto", "nccl", "gloo"],
         default="auto",
@@ -118,29 +137,77 @@ def recipe_path(name: str) -> Path:
     return folder / f"{name}.yaml"
 
 
-def launch_torchrun(nproc: int, argv: list[str], backend: str) -> int:
-    """Run this command again under torchrun with ``nproc`` processes on this machine (each
-    gets the same options, ``--backend`` and ``--dist-timeout`` included), after checking that
-    each NCCL process can have a GPU of its own."""
+# the launcher's own options: torchrun gets them, the processes it starts do not
+LAUNCHER_OPTIONS = ("--nproc", "--nnodes", "--node-rank", "--rdzv-endpoint", "--rdzv-id")
+
+
+def _without_launcher_options(argv: list[str]) -> list[str]:
+    rest, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in LAUNCHER_OPTIONS:
+            skip = True
+        elif not arg.startswith(tuple(f"{o}=" for o in LAUNCHER_OPTIONS)):
+            rest.append(arg)
+    return rest
+
+
+def rendezvous(args) -> list[str]:
+    """torchrun's options for ``args``: one machine (--standalone), or a c10d rendezvous of
+    ``--nnodes`` machines at ``--rdzv-endpoint``; bad values are one line each."""
+    from compress.errors import CompressError
+
+    if args.nproc < 1 or args.nnodes < 1:
+        raise CompressError("--nproc and --nnodes: give at least 1")
+    if args.nnodes == 1:
+        return ["--standalone", f"--nproc-per-node={args.nproc}"]
+    if not 0 <= args.node_rank < args.nnodes:
+        raise CompressError(
+            f"--node-rank {args.node_rank}: with --nnodes {args.nnodes} give 0 to {args.nnodes - 1}"
+        )
+    host, _, port = (args.rdzv_endpoint or "").rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise CompressError(
+            f"--nnodes {args.nnodes}: give --rdzv-endpoint HOST:PORT (node 0's address, which "
+            f"every machine reaches, and a free port), not {args.rdzv_endpoint!r}"
+        )
+    run_id = args.rdzv_id or Path(args.recipe).stem
+    return [
+        f"--nnodes={args.nnodes}",
+        f"--node-rank={args.node_rank}",
+        f"--nproc-per-node={args.nproc}",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint={args.rdzv_endpoint}",
+        f"--rdzv-id={run_id}",
+    ]
+
+
+def launch_torchrun(args, argv: list[str]) -> int:
+    """Run this command again under torchrun: ``--nproc`` processes on this machine, on each of
+    ``--nnodes`` machines (each process gets the same options, ``--backend`` and
+    ``--dist-timeout`` included), after checking that each NCCL process can have a GPU of its
+    own."""
     import os
 
     from compress import dist
     from compress.cli import main_guard
 
-    def check() -> int:
-        problem = dist.gpu_problem(nproc, dist.chosen_backend(backend))
-        if problem:
-            from compress.errors import CompressError
+    options: list[str] = []
 
-            raise CompressError(f"--nproc {nproc}: {problem}")
+    def check() -> int:
+        from compress.errors import CompressError
+
+        options.extend(rendezvous(args))
+        problem = dist.gpu_problem(args.nproc, dist.chosen_backend(args.backend))
+        if problem:
+            raise CompressError(f"--nproc {args.nproc}: {problem}")
         return 0
 
     if main_guard(check):
         return 2
-    rest = [a for i, a in enumerate(argv) if a != "--nproc" and argv[i - 1 : i] != ["--nproc"]]
-    rest = [a for a in rest if not a.startswith("--nproc=")]
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    command += [f"--nproc-per-node={nproc}", "-m", "compress", *rest]
+    command = [sys.executable, "-m", "torch.distributed.run", *options]
+    command += ["-m", "compress", *_without_launcher_options(argv)]
     print("launching: " + " ".join(command[1:]), file=sys.stderr)
     os.execv(sys.executable, command)
     return 0  # not reached
@@ -175,8 +242,8 @@ def main(argv: list[str] | None = None, prog: str = "lert-compress") -> int:
 
         return eval_main(argv[1:], prog=f"{prog} eval")
     args = parse_command(argv, prog)
-    if args.command == "run" and args.nproc > 1:
-        return launch_torchrun(args.nproc, argv, args.backend)
+    if args.command == "run" and (args.nproc != 1 or args.nnodes != 1):
+        return launch_torchrun(args, argv)
     setup_logging(args.verbose)
 
     def dispatch() -> int:

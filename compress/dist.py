@@ -41,6 +41,39 @@ def backend() -> str | None:
     return tdist.get_backend() if active() else None
 
 
+def nodes() -> int:
+    """Machines in the process group: the agents torchrun's rendezvous joined (its
+    GROUP_WORLD_SIZE), 1 outside a group."""
+    return int(os.environ.get("GROUP_WORLD_SIZE", "1")) if active() else 1
+
+
+def check_shared(folder) -> None:
+    """Refuse a multi-node run whose ``folder`` is not one folder for every node: rank 0 alone
+    writes step outputs, and the other nodes read them as the next step's input."""
+    import secrets
+    from pathlib import Path
+
+    if nodes() == 1:
+        return
+    mark = Path(folder) / f".nodes-{broadcast(secrets.token_hex(8) if is_main() else None)}"
+    if is_main():
+        mark.parent.mkdir(parents=True, exist_ok=True)
+        mark.write_text("rank 0 writes here\n", encoding="utf-8")
+    barrier()
+    seen = gather((os.environ.get("GROUP_RANK", "?"), mark.is_file()))
+    barrier()
+    if is_main():
+        mark.unlink()
+    blind = sorted({node for node, ok in seen if not ok})
+    if blind:
+        raise CompressError(
+            f"--out {folder}: node(s) {', '.join(blind)} cannot see what node 0 writes there; "
+            "every node of a multi-node run needs the same --out (a shared folder: NFS, a "
+            "cluster file system), since the first process writes each step's model and the "
+            "others read it"
+        )
+
+
 # Rank 0 alone runs export and quantize steps (NNCF, static ONNX Runtime and bitsandbytes can
 # take many minutes on LERT-large) while the other ranks wait at a barrier: NCCL's default
 # 10-minute timeout (gloo's 30) would kill them, so the group waits this long instead.

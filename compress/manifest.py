@@ -60,6 +60,7 @@ class StepEntry(BaseModel):
     input_digest: str | None = None  # the input step's digest when this step read it
     seconds: float | None = None
     processes: int = 1  # data-parallel processes that trained it (torchrun world size)
+    nodes: int = 1  # the machines those processes ran on (torchrun's rendezvous)
     backend: str | None = None  # their torch.distributed backend (gloo, nccl)
     # whether the output is a task model the evaluator scores (a pre-trained masked LM is not)
     evaluated: bool = True

@@ -174,6 +174,7 @@ def _run_one(
         sources=step.config.model_sources(),
         versions=package_versions(),
         processes=dist.world_size() if step.config.data_parallel else 1,
+        nodes=dist.nodes() if step.config.data_parallel else 1,
         backend=dist.backend() if step.config.data_parallel else None,
         evaluated=step.config.evaluated,
     )
@@ -309,6 +310,7 @@ def run_recipe(recipe: Recipe, out_root: Path, evaluate: bool = True, observe=No
 
     refuse_machine_problems(recipe)
     root = out_root / recipe.name
+    dist.check_shared(out_root)
     main = dist.is_main()
     with dist.main_only(artifacts_lock(root)):
         dist.barrier()  # the others start once the first holds the lock

@@ -71,11 +71,13 @@ def render_markdown(report: Report) -> str:
     if report.parallel_training:
         groups: dict[tuple, list[str]] = {}
         for name, p in report.parallel_training.items():
-            groups.setdefault((p["processes"], p["backend"]), []).append(f"`{name}`")
-        for (n, backend), names in groups.items():
+            key = (p["processes"], p["backend"], p.get("nodes", 1))
+            groups.setdefault(key, []).append(f"`{name}`")
+        for (n, backend, machines), names in groups.items():
+            over = f" on {machines} machines" if machines > 1 else ""
             lines += [
-                f"Trained data-parallel on {n} processes ({backend}; each step saw {n} x the "
-                f"recipe's batch_size): {', '.join(names)}.",
+                f"Trained data-parallel on {n} processes{over} ({backend}; each step saw {n} x "
+                f"the recipe's batch_size): {', '.join(names)}.",
                 "",
             ]
     for device, title in (("cpu", "CPU"), ("cuda", "GPU")):
@@ -137,7 +139,7 @@ def render_report(root: Path) -> Report:
         recommended=recommendations(metrics.rows, metrics.reference_row()),
         published=published_rows(sources, metrics.task),
         parallel_training={
-            name: {"processes": e.processes, "backend": e.backend}
+            name: {"processes": e.processes, "backend": e.backend, "nodes": e.nodes}
             for name, e in manifest.steps.items()
             if name in metrics.steps and e.backend
         },

@@ -118,3 +118,60 @@ def test_a_killed_two_process_run_resumes(tmp_path, cls_files):
     assert again.returncode == 0, [x for x in again.stderr.splitlines() if "error" in x.lower()]
     assert "step 1 teacher: unchanged, skipped" in again.stderr
     assert all(e["status"] == "done" for e in _steps(out / "tiny").values())
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _nodes(recipe: str, outs: list, *overrides: str) -> list[subprocess.CompletedProcess]:
+    """Two "machines" on this one: the same command twice, each with its --node-rank, meeting at
+    one c10d rendezvous on localhost."""
+    endpoint = f"127.0.0.1:{_free_port()}"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "compress", "run", recipe, "--out", str(out), *overrides]
+            + ["--nnodes", "2", "--node-rank", str(i), "--rdzv-endpoint", endpoint],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i, out in enumerate(outs)
+    ]
+    done = []
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+    return done
+
+
+@pytest.mark.slow
+def test_two_nodes_of_one_process_train_as_one_group(tmp_path, cls_files):
+    """torchrun's c10d rendezvous across two "nodes" (gloo, localhost) with a shared --out: the
+    distill step trains on both, and the manifest says 2 processes on 2 nodes."""
+    recipe = _write_recipe(tmp_path, cls_files)
+    runs = _nodes(recipe, [tmp_path / "art"] * 2)
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-3000:]
+    steps = _steps(tmp_path / "art" / "tiny")
+    for name in ("teacher", "student", "no-kd"):
+        assert (steps[name]["processes"], steps[name]["nodes"]) == (2, 2), name
+    checksums = steps["student"]["details"]["processes"]["weight_checksums"]
+    assert len(checksums) == 2 and checksums[0] == checksums[1]
+    report = (tmp_path / "art" / "tiny" / "report.md").read_text(encoding="utf-8")
+    assert "Trained data-parallel on 2 processes on 2 machines (gloo" in report
+
+
+def test_nodes_that_do_not_share_out_are_refused_before_any_step(tmp_path, cls_files):
+    recipe = _write_recipe(tmp_path, cls_files)
+    runs = _nodes(recipe, [tmp_path / "node0", tmp_path / "node1"])
+    assert all(r.returncode != 0 for r in runs)
+    said = "".join(r.stderr for r in runs)
+    assert "cannot see what node 0 writes there" in said and "shared folder" in said
+    assert not list(tmp_path.glob("node*/tiny/manifest.json"))  # no step started

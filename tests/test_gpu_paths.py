@@ -560,3 +560,51 @@ def test_the_loss_is_read_every_n_steps_not_every_step(monkeypatch):
     monkeypatch.setattr(torch.Tensor, "item", item)
     _train(monkeypatch, {"max_steps": 48, "log_every": 16})
     assert len(reads) == 3  # steps 16, 32, 48; each read waits for the device
+
+
+def test_the_launcher_joins_machines_at_a_c10d_rendezvous(monkeypatch, tmp_path):
+    """--nnodes/--node-rank/--rdzv-endpoint go to torchrun as its own options; the processes
+    it starts get the rest of the command, without the launcher's options."""
+    from compress.__main__ import main
+
+    started = []
+    monkeypatch.setattr(os, "execv", lambda *a: started.append(a))
+    argv = ["run", "demo", "--out", str(tmp_path), "--nnodes", "2", "--node-rank=1"]
+    assert main([*argv, "--rdzv-endpoint", "10.0.0.5:29400", "--backend", "gloo"]) == 0
+    (command,) = started
+    run = command[1]
+    assert run[run.index("torch.distributed.run") + 1 : run.index("compress") - 1] == [
+        "--nnodes=2",
+        "--node-rank=1",
+        "--nproc-per-node=1",
+        "--rdzv-backend=c10d",
+        "--rdzv-endpoint=10.0.0.5:29400",
+        "--rdzv-id=demo",
+    ]
+    assert run[run.index("compress") + 1 :] == [
+        "run",
+        "demo",
+        "--out",
+        str(tmp_path),
+        "--backend",
+        "gloo",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--nnodes", "2"], "--nnodes 2: give --rdzv-endpoint HOST:PORT"),
+        (["--nnodes", "2", "--rdzv-endpoint", "host"], "not 'host'"),
+        (["--nnodes", "2", "--node-rank", "2", "--rdzv-endpoint", "h:1"], "give 0 to 1"),
+        (["--nnodes", "0"], "give at least 1"),
+    ],
+)
+def test_bad_machine_options_are_one_line_before_torchrun(monkeypatch, capsys, options, message):
+    from compress.__main__ import main
+
+    started = []
+    monkeypatch.setattr(os, "execv", lambda *a: started.append(a))
+    assert main(["run", "demo", *options]) == 2 and not started
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
