@@ -338,17 +338,20 @@ def prepare(recipe, overrides: list[str], work: Path, steps: int):
 
 def _pretraining_text(recipe, plan: Rehearsal, folder: Path) -> list[str]:
     """A pre-training or general-distill step's ``text.tasks`` that read the hub replaced by a
-    plain-text file (one text per line), each text one full row of the step's max_seq_len: the
-    held-out texts first, then as many training texts as the task's rehearsal train split, so
-    that the plan scales its epochs as it scales the task's (a real review longer than a row
-    makes two rows: the real corpus has at least that many)."""
+    plain-text file (one text per line), each text one full row of the step's max_seq_len: as
+    many held-out texts as the task's rehearsal dev split, then as many training texts as its
+    train split, so that the plan scales the epochs as it scales the task's (a real review
+    longer than a row makes two rows: the real corpus has at least that many)."""
     extra: list[str] = []
     for step in recipe.steps:
         text = getattr(step.config, "text", None)
         hub = [t for t in getattr(text, "tasks", []) if t in RELEASES]
         if not hub:
             continue
-        n = text.heldout + plan.rows.get("train", largest_batch(recipe) * plan.steps * 2)
+        # held out: as many texts as the task's rehearsal dev split (500 by default: three
+        # passes of LERT-large over them, minutes on a CPU, for a check timed at rehearsal size)
+        heldout = plan.rows.get("dev", 32)
+        n = heldout + plan.rows.get("train", largest_batch(recipe) * plan.steps * 2)
         path = folder / f"{step.name}-text.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
         row = step.config.max_seq_len - 2  # [CLS] text [SEP]
@@ -359,6 +362,7 @@ def _pretraining_text(recipe, plan: Rehearsal, folder: Path) -> list[str]:
         extra += [
             f"steps.{step.name}.text.tasks=[{', '.join(kept)}]",
             f"steps.{step.name}.text.files=[{', '.join(files)}]",
+            f"steps.{step.name}.text.heldout={heldout}",
         ]
         plan.corpora[f"steps.{step.name}.text"] = str(path)
     return extra

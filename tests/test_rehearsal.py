@@ -97,8 +97,8 @@ def test_msra_style_files_cut_only_the_missing_dev_from_train(tmp_path):
 
 def test_general_distill_text_from_a_hub_task_is_replaced_by_a_plain_text_file(tmp_path):
     """general-distill-lert-large-to-custom reads its corpus from ChnSentiCorp's train split on
-    the hub (text.tasks); a rehearsal gives it a plain-text file instead: the held-out texts
-    and as many training texts as the task's rehearsal train split, each one full row."""
+    the hub (text.tasks); a rehearsal gives it a plain-text file instead, as many held-out and
+    training texts as the task's rehearsal dev and train splits, each one full row."""
     from compress.corpus import iter_texts
     from compress.recipe import load_recipe
     from compress.rehearsal import Rehearsal, _pretraining_text
@@ -110,7 +110,7 @@ def test_general_distill_text_from_a_hub_task_is_replaced_by_a_plain_text_file(t
     text = load_recipe(name, extra).step("general").config.text
     assert text.tasks == [] and [str(f) for f in text.files] == [plan.corpora["steps.general.text"]]
     texts = [row["text"] for row in iter_texts(text)]
-    assert len(texts) == 500 + 64  # the recipe's heldout, then the train split's size
+    assert text.heldout == 32 and len(texts) == 32 + 64  # the dev split's size, then train's
     assert {len(t) for t in texts} == {recipe.step("general").config.max_seq_len - 2}  # a row
 
 
