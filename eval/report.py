@@ -40,6 +40,7 @@ from compress.eval.sections.table import (
 )
 
 from compress.errors import CompressError
+from compress.fit.space import STUDY
 from compress.manifest import Manifest, write_json
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,11 @@ def render_report(root: Path) -> Report:
         },
         rehearsal=_rehearsal(root),
         fit={
-            name: {**e.details, "measured": fit_measured(name, e.details, metrics.rows)}
+            name: {
+                **e.details,
+                "measured": fit_measured(name, e.details, metrics.rows),
+                "study": f"{e.dir}/{STUDY}" if (root / e.dir / STUDY).is_file() else None,
+            }
             for name, e in manifest.steps.items()
             if e.stage == "fit" and e.status == "done" and "candidates" in (e.details or {})
         },

@@ -19,6 +19,7 @@ import os
 import re
 import runpy
 import shlex
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -253,6 +254,25 @@ def check_make(args: list[str]) -> None:
             check_command(line)
 
 
+def check_dashboard(args: list[str]) -> None:
+    """``optuna-dashboard sqlite:///artifacts/RECIPE/NN_STEP/study.db``: installed by the
+    dashboard extra, and pointed at a fit step's study (the step's path is checked by
+    test_docs_paths_into_a_run_name_a_step_of_that_recipe)."""
+    from compress.fit.space import STUDY
+
+    if shutil.which("optuna-dashboard", path=str(Path(sys.executable).parent)) is None:
+        raise Invalid("optuna-dashboard is not installed by the dev extra")
+    url = args[0] if args else ""
+    match = re.fullmatch(r"sqlite:///artifacts/([\w-]+)/\d\d_([\w-]+)/" + STUDY, url)
+    if match is None:
+        raise Invalid(f"{url!r} is not a run's sqlite:///artifacts/RECIPE/NN_STEP/{STUDY}")
+    from compress.recipe import load_recipe
+
+    recipe, step = match.groups()
+    if load_recipe(ROOT / "recipes" / f"{recipe}.yaml").step(step).stage != "fit":
+        raise Invalid(f"{recipe}'s step {step} is not a fit step: it has no study")
+
+
 def check_command(argv: list[str]) -> None:
     """Raise Invalid when the shipped command would fail before its work starts."""
     head, rest = Path(argv[0]).name, list(argv[1:])
@@ -268,6 +288,8 @@ def check_command(argv: list[str]) -> None:
         check_pytest(rest)
     elif head == "pip":
         check_pip(rest)
+    elif head == "optuna-dashboard":
+        check_dashboard(rest)
     elif head == "bash":
         if not (ROOT / rest[0]).is_file():
             raise Invalid(f"{rest[0]} does not exist")
@@ -364,6 +386,11 @@ def test_a_missing_benchmark_or_a_pin_that_drifted_fails():
         check_command(["pip", "install", "torch==2.0.0"])
     with pytest.raises(Invalid, match="selects no test"):
         check_command(["pytest", "tests/test_pretrain.py", "-k", "no_such_test_name"])
+    check_command(["optuna-dashboard", "sqlite:///artifacts/demo/05_fit/study.db"])
+    with pytest.raises(Invalid, match="step teacher is not a fit step"):
+        check_command(["optuna-dashboard", "sqlite:///artifacts/demo/01_teacher/study.db"])
+    with pytest.raises(Invalid, match="is not a run's"):
+        check_command(["optuna-dashboard", "sqlite:///artifacts/demo/05_fit/fit.json"])
 
 
 def test_docs_paths_into_a_run_name_a_step_of_that_recipe():

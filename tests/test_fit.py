@@ -97,6 +97,29 @@ def _trained(root, entry) -> list[str]:
     return [json.loads(p.read_text())["key"] for p in (root / entry.dir / "trials").glob("*.json")]
 
 
+def _dashboard_trials(db) -> int:
+    """The completed trials Optuna's dashboard shows for the fit study in ``db`` (its own web
+    app, asked as a browser asks it)."""
+    from wsgiref.util import setup_testing_defaults
+
+    from optuna_dashboard import wsgi
+
+    app = wsgi(f"sqlite:///{db}")
+
+    def get(path: str) -> dict:
+        env: dict = {"PATH_INFO": path, "REQUEST_METHOD": "GET"}
+        setup_testing_defaults(env)
+        status = []
+        body = b"".join(app(env, lambda s, h, e=None: status.append(s)))
+        assert status == ["200 OK"], (path, status)
+        return json.loads(body)
+
+    (study,) = get("/api/studies")["study_summaries"]
+    assert study["study_name"] == "fit"
+    trials = get(f"/api/studies/{study['study_id']}")["trials"]
+    return sum(t["state"] == "Complete" for t in trials)
+
+
 def test_fit_chooses_within_the_budget_and_reports_it(tmp_path, cls_files):
     # the two-layer, two-head shape is over this size when probed: never trained
     recipe = fit_recipe(cls_files, budget={"size_mb": 0.3})
@@ -127,10 +150,14 @@ def test_fit_chooses_within_the_budget_and_reports_it(tmp_path, cls_files):
     assert check["agree"]
     assert (root / entry.dir / "study.db").is_file()
     report = json.loads((root / "report.json").read_text())
+    study = report["fit"]["fit"]["study"]
+    assert study == f"{entry.dir}/study.db"
+    assert _dashboard_trials(root / study) == details["trained"]
     assert report["fit"]["fit"]["winner"] == details["winner"]
     md = (root / "report.md").read_text()
     assert "## Fit" in md and details["winner"] in md and "over size" in md
     assert "| left trivial |" in md and "Left trivial: whether the candidate's dev score" in md
+    assert f"`optuna-dashboard sqlite:///{study}` shows them" in md
     # the decision uses the winner's own row, measured by the evaluation, not its probe
     measured = report["fit"]["fit"]["measured"]
     row = next(r for r in report["rows"] if r["variant"] == "fit" and r["device"] == "cpu")

@@ -233,6 +233,12 @@ def fit_section(report: Report) -> list[str]:
                 f"(spread {check['spread']:.2f} ms): they {verdict}. Its test score is its row "
                 f"`{name}` above.",
             ]
+        if fit.get("study"):
+            lines += [
+                "",
+                f"Every trial of the search is in `{fit['study']}` (an Optuna study in SQLite); "
+                f"from this folder, `optuna-dashboard sqlite:///{fit['study']}` shows them.",
+            ]
         lines.append("")
     return lines
 
