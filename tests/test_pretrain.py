@@ -253,6 +253,25 @@ def test_general_distillation_moves_the_student_toward_the_teacher(tmp_path, cls
         assert (config.num_hidden_layers, config.hidden_size) == (1, 32)
 
 
+def test_a_rehearsal_counts_the_general_distill_teacher_s_forward_pass(tmp_path, cls_files):
+    """The teacher runs forward on every general-distill batch: the cost plan's FLOPs (its GPU
+    estimate) count its weights besides the student's."""
+    from compress import trainer
+
+    steps = [_pretrain_recipe(tmp_path, steps=2), _general_step(tmp_path, max_steps=2)]
+    raw = tiny_recipe(cls_files, steps=steps)
+    with trainer.capped(1) as runs:
+        root = run_recipe(parse_recipe(raw), tmp_path / "art", evaluate=False)
+    pre, general = runs.runs
+    assert pre["frozen_matmul_params"] == 0  # no teacher
+    from transformers import AutoModelForMaskedLM
+
+    output = json.loads((root / "manifest.json").read_text())["steps"]["pre"]["output"]
+    teacher = AutoModelForMaskedLM.from_pretrained(root / output)
+    weights = sum(p.numel() for n, p in teacher.named_parameters() if "embeddings" not in n)
+    assert general["frozen_matmul_params"] == weights > general["matmul_params"]
+
+
 def test_a_shape_cannot_teach(tmp_path, cls_files):
     general = {
         "name": "general",

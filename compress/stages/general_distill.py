@@ -196,6 +196,7 @@ def general_distill(cfg: GeneralDistillConfig, src: Path | None, ctx: StageConte
                 metric="masked-LM acc",
                 prepare=prepare,
                 resume=resume,
+                frozen=teacher,  # its forward pass on every batch (a rehearsal's FLOPs count it)
             )
         if hasattr(distiller.tb_writer, "close"):
             distiller.tb_writer.close()
