@@ -107,7 +107,10 @@ def nncf_int8_accuracy_control(
         model.clone(),
         calibration_dataset=nncf.Dataset(list(examples)),
         validation_dataset=nncf.Dataset([None]),  # validate scores the whole dev split itself
-        validation_fn=lambda compiled, _data: validate(compiled),
+        # + 1: NNCF's calculate_accuracy_drop also divides by the float model's metric (the
+        # relative drop, even for an absolute one), so a float model scoring exactly 0 (a
+        # rehearsal's random-weight F1) raised ZeroDivisionError; absolute drops are unchanged
+        validation_fn=lambda compiled, _data: validate(compiled) + 1.0,
         max_drop=max_drop,
         drop_type=nncf.DropType.ABSOLUTE,
         preset=nncf.QuantizationPreset(preset),
