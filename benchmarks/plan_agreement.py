@@ -81,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         median, tokens = run["seconds_per_step"], run["tokens_per_step"]
         print(f"| {n} | {median:.2f} | {lo:.2f}–{hi:.2f} | {tokens:,} |")
     verdict = "agree" if agree(rows[0][1], rows[1][1]) else "do NOT agree"
-    print(f"\nN and 4N {verdict} within the N run's spread.")
+    print(
+        f"\nN and 4N {verdict} (the 4N median inside the N range, or the two ranges "
+        "overlapping)."
+    )
     return 0
 
 
