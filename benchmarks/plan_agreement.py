@@ -82,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {n} | {median:.2f} | {lo:.2f}–{hi:.2f} | {tokens:,} |")
     verdict = "agree" if agree(rows[0][1], rows[1][1]) else "do NOT agree"
     print(
-        f"\nN and 4N {verdict} (the 4N median inside the N range, or the two ranges "
-        "overlapping)."
+        f"\nN and 4N {verdict} (the 4N median inside the N range, or the two ranges overlapping)."
     )
     return 0
 
