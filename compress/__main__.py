@@ -1,6 +1,6 @@
 """lert-compress (or python -m compress): run RECIPE [a.b=c ...] | check RECIPE [a.b=c ...] |
 eval ... | report DIR | tasks | stages [NAME] | bench RECIPE --out DIR |
-convert-tf CKPT_DIR OUT_DIR"""
+fit-worker RECIPE --storage URL --artifacts DIR | convert-tf CKPT_DIR OUT_DIR"""
 
 from __future__ import annotations
 
@@ -74,6 +74,27 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         default=2,
         metavar="N",
         help="optimizer steps per training run in a rehearsal (default 2)",
+    )
+    worker = sub.add_parser(
+        "fit-worker",
+        help="join a fit step's search in a shared database (storage) and train its candidates",
+    )
+    worker.add_argument("recipe", help="the driver's recipe (a file or a name)")
+    worker.add_argument("overrides", nargs="*", help="the driver's overrides, the same ones")
+    worker.add_argument("--storage", metavar="URL", help="the study's database (SQLAlchemy URL)")
+    worker.add_argument(
+        "--artifacts", type=Path, help="the folder the driver and every worker share"
+    )
+    worker.add_argument("--step", help="the fit step (default: the recipe's only one)")
+    worker.add_argument(
+        "--out", type=Path, default=Path("artifacts"), help="this worker's own folder root"
+    )
+    worker.add_argument(
+        "--wait",
+        type=float,
+        default=600,
+        metavar="SECONDS",
+        help="how long to wait for the driver to publish the search (default 600)",
     )
     check = sub.add_parser(
         "check", help="validate a recipe and its overrides as run would, without running it"
@@ -218,7 +239,7 @@ def parse_command(argv: list[str], prog: str = "lert-compress") -> argparse.Name
     option exits with argparse's usage line."""
     parser = _parser(prog)
     args, extra = parser.parse_known_args(argv)
-    takes_overrides = args.command in ("run", "bench", "check")
+    takes_overrides = args.command in ("run", "bench", "check", "fit-worker")
     stray = [x for x in extra if x.startswith("-") or "=" not in x or not takes_overrides]
     if stray:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
@@ -302,6 +323,14 @@ def main(argv: list[str] | None = None, prog: str = "lert-compress") -> int:
                 f"({report['architecture']}); skipped {report['skipped_optimizer']} optimizer "
                 f"variables; heads that are not BERT's, {kept}: {heads}"
             )
+        elif args.command == "fit-worker":
+            from compress.fit_worker import fit_worker
+
+            recipe = check_recipe(args.recipe, args.overrides)
+            trained = fit_worker(
+                recipe, args.step, args.storage, args.artifacts, args.out, args.wait
+            )
+            print(f"fit-worker: the search is over; this worker trained {trained} candidates")
         elif args.command == "bench":
             from compress.bench import write_bench
 

@@ -86,7 +86,9 @@ class Step(BaseModel):
     def config_hash(self) -> str:
         """What the recipe asks of this step: options left at their defaults are not part of
         it, so a release that adds an option does not make every finished step stale."""
-        config = self.config.model_dump(mode="json", exclude_defaults=True)
+        config = self.config.model_dump(
+            mode="json", exclude_defaults=True, exclude=set(self.config.placement)
+        )
         payload = json.dumps({"stage": self.stage, "config": config}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

@@ -42,6 +42,10 @@ class StageConfig(BaseModel):
     # whether the step's output is a task model the evaluator scores (pre-trained and
     # general-distilled models are not: they have no task head)
     evaluated: ClassVar[bool] = True
+    # options that say where the work runs, not what it makes (a fit study's database, its
+    # workers): left out of the step's hash, so that moving a step to other machines neither
+    # re-runs it nor starts its search again
+    placement: ClassVar[tuple[str, ...]] = ()
 
     def needs_input(self) -> bool:
         """Whether the step reads an earlier step's output (else it starts from a source)."""
@@ -97,6 +101,8 @@ class StageContext:
     # where a long stage may keep its training state to continue after a kill (kept across
     # attempts of this very step, removed once it finishes)
     resume_dir: Path | None = None
+    recipe_name: str = ""
+    step_hash: str = ""  # the step's hash (its config, input chain, task and seed)
 
 
 @dataclass

@@ -107,6 +107,7 @@ def _context(
     step_dir: Path,
     outputs: dict[str, Path],
     resume_dir: Path | None = None,
+    step_hash: str = "",
 ) -> StageContext:
     return StageContext(
         task=task,
@@ -119,6 +120,8 @@ def _context(
         outputs=outputs,
         command=recipe.command(),
         resume_dir=resume_dir,
+        recipe_name=recipe.name,
+        step_hash=step_hash,
     )
 
 
@@ -146,7 +149,9 @@ def _run_one(
             try:
                 set_seed(recipe.seed)
                 CATALOGUE[step.stage](
-                    step.config, src, _context(step, recipe, task, scratch, outputs, resume_dir)
+                    step.config,
+                    src,
+                    _context(step, recipe, task, scratch, outputs, resume_dir, step_hash),
                 )
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
@@ -159,7 +164,7 @@ def _run_one(
     for old in (root / ".resume").glob(f"{dirname}-*"):  # an attempt at another version
         if old != resume_dir:
             shutil.rmtree(old, ignore_errors=True)
-    ctx = _context(step, recipe, task, tmp, outputs, resume_dir)
+    ctx = _context(step, recipe, task, tmp, outputs, resume_dir, step_hash)
     entry = StepEntry(
         index=index,
         stage=step.stage,

@@ -173,7 +173,9 @@ def render_report(root: Path) -> Report:
             name: {
                 **e.details,
                 "measured": fit_measured(name, e.details, metrics.rows),
-                "study": f"{e.dir}/{STUDY}" if (root / e.dir / STUDY).is_file() else None,
+                "study": f"{e.dir}/{STUDY}"
+                if (root / e.dir / STUDY).is_file()
+                else (e.details or {}).get("study"),  # a shared database: its URL and name
             }
             for name, e in manifest.steps.items()
             if e.stage == "fit" and e.status == "done" and "candidates" in (e.details or {})

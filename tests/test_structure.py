@@ -94,7 +94,7 @@ def test_nothing_below_the_stages_imports_them(path):
 
 
 # the fit's rooms in the order one fit goes through them: each may use those before it only
-FIT_ROOMS = ["space", "artifacts", "probing", "int8", "training", "study"]
+FIT_ROOMS = ["space", "artifacts", "probing", "int8", "training", "shared", "study"]
 
 
 @pytest.mark.parametrize("room", FIT_ROOMS)

@@ -7,5 +7,7 @@ before it; compress/stages/fit.py ties them into the stage):
 - ``probing``: every candidate probed shape-first, those over budget rejected, the rest ordered;
 - ``int8``: an int8 candidate over the accuracy budget reverted in part to fp32;
 - ``training``: one candidate pruned, recovered, converted and scored on dev;
+- ``shared``: a study in a database machines share, its plan and trained candidates passed
+  through an artifact folder, heartbeats;
 - ``study``: the Optuna study the workers share, and the winner.
 """

@@ -160,7 +160,7 @@ def _retimed(plan: Plan, candidate, path: Path) -> dict:
         ctx.task.type,
         cfg.budget.batch_size or 1,
         cfg.budget.seq_len or ctx.max_seq_len,
-        max(1, cfg.budget.threads // cfg.workers),
+        max(1, cfg.budget.threads // max(1, cfg.workers)),
         cfg.probe.warmup,
         cfg.probe.repeats,
     )

@@ -8,7 +8,7 @@ import hashlib
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
@@ -218,10 +218,31 @@ class FitConfig(StageConfig):
     )
     workers: int = Field(
         1,
-        ge=1,
+        ge=0,
         description="local processes sharing the study (each trains its own candidates); "
-        "threads are divided among them",
+        "threads are divided among them. 0 (with storage): this machine trains none and waits "
+        "for the fit-workers on others",
     )
+    storage: str | None = Field(
+        None,
+        description="the study's database, any SQLAlchemy URL Optuna accepts (postgresql://"
+        "user@host/db): workers on other machines join it with `lert-compress fit-worker`; "
+        "default: SQLite in the step's folder (this machine's workers only)",
+    )
+    artifacts: Path | None = Field(
+        None,
+        description="with storage: a folder the driver and every worker read and write (a "
+        "shared mount): the step's input goes there for the workers, and each trained "
+        "candidate comes back through it, so the winner ships without training it again",
+    )
+    heartbeat: int = Field(
+        30,
+        ge=1,
+        description="with storage: seconds between a worker's heartbeats; a trial silent for "
+        "three of them is failed and queued for another worker",
+    )
+
+    placement: ClassVar[tuple[str, ...]] = ("workers", "storage", "artifacts", "heartbeat")
 
     def references(self) -> list[str]:
         return [r for r in (self.budget.reference, self.probe.beside) if r]
@@ -248,11 +269,30 @@ class FitConfig(StageConfig):
                 f"budget.device: {b.device} does not exist; write it on the target with a bench "
                 "folder's run_bench.py (lert-compress bench RECIPE --out FOLDER)"
             )
+        problems += self._placement_problems()
         if self.objective == "fast" and b.max_drop is None:
             problems.append("objective fast: give budget.max_drop (the accuracy it must keep)")
         from compress.pruning import TEXTPRUNER_MISSING, textpruner_installed
 
         return problems + ([] if textpruner_installed() else [TEXTPRUNER_MISSING])
+
+    def _placement_problems(self) -> list[str]:
+        if self.storage is None:
+            if self.workers == 0:
+                return [
+                    "workers 0: only a search in a database (storage) can leave the training "
+                    "to other machines; give workers 1 or more, or storage"
+                ]
+            return []
+        from compress.database import storage_problem
+
+        problems = [p for p in [storage_problem(self.storage)] if p]
+        if self.artifacts is None:
+            problems.append(
+                "artifacts: a search in a database needs a folder every worker and this machine "
+                "can read (a shared mount), for the input and the trained candidates"
+            )
+        return problems
 
     def check_arch(self, in_arch: Arch) -> list[str]:
         s, problems = self.space, []
@@ -297,5 +337,22 @@ class Plan:
     def db(self) -> Path:
         return self.work / STUDY
 
+    @property
+    def shared(self) -> bool:
+        """Whether the study is in a database other machines join (else SQLite here)."""
+        return self.cfg.storage is not None
+
+    @property
+    def study_name(self) -> str:
+        """In a shared database, named by recipe, step and the step's hash: a worker with
+        another version of the recipe finds no study of its own."""
+        if not self.shared:
+            return "fit"
+        return study_name(self.ctx.recipe_name, self.ctx.step_name, self.ctx.step_hash)
+
     def wanted(self) -> int:
         return min(self.cfg.max_trials, len(self.fitting))
+
+
+def study_name(recipe: str, step: str, step_hash: str) -> str:
+    return f"{recipe}.{step}.{step_hash}"

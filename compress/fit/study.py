@@ -1,14 +1,24 @@
 """The search: one Optuna study (a multi-objective TPE sampler, dev score up, latency down)
-stored in SQLite beside the step, so that a killed search resumes with its finished trials and
-several workers share it. Each ask hands out one untrained candidate that fits the budget; a
-worker trains it (compress/fit/training.py) and tells the study its score and latency."""
+stored in SQLite beside the step (or in a database machines share: compress/fit/shared.py), so
+that a killed search resumes with its finished trials and several workers share it. Each ask
+hands out one untrained candidate that fits the budget; a worker trains it
+(compress/fit/training.py) and tells the study its score and latency."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
+import time
 from pathlib import Path
 
+from compress.fit.shared import (
+    artifact_store,
+    fail_stale,
+    heartbeats,
+    open_storage,
+    upload_trial,
+    worker_name,
+)
 from compress.fit.space import Candidate, FitConfig, Plan, Space
 from compress.fit.training import train_candidate
 from compress.registry import StageContext
@@ -16,14 +26,18 @@ from compress.registry import StageContext
 log = logging.getLogger(__name__)
 
 
-def open_study(db: Path, seed: int):
+def open_study(plan: Plan, index: int = 0, storage=None):
+    """The plan's study: SQLite in the step's folder, or the shared database (``storage``: an
+    opened one, for its heartbeats)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True)
+    if storage is None:
+        storage = open_storage(plan.cfg) if plan.shared else f"sqlite:///{plan.db}"
+    sampler = optuna.samplers.TPESampler(seed=plan.ctx.seed + index, multivariate=True)
     return optuna.create_study(
-        study_name="fit",
-        storage=f"sqlite:///{db}",
+        study_name=plan.study_name,
+        storage=storage,
         directions=["maximize", "minimize"],
         sampler=sampler,
         load_if_exists=True,
@@ -68,24 +82,31 @@ def release_interrupted(study) -> list[str]:
     return again
 
 
-def next_trial(plan: Plan, study, dists):
+def next_trial(plan: Plan, study, dists, on_ask=None):
     """Ask the study for the next candidate to train (None: the search is over). A proposal
     outside the fitting set, or one already claimed, is failed at once and the best untried
     candidate is queued in its place, so every ask makes progress."""
     from optuna.trial import TrialState
 
     fitting = {c.key: c for c in plan.fitting}
+    if plan.shared:
+        fail_stale(study)
     for _ in range(4 * len(plan.cfg.space.shapes()) * len(plan.cfg.space.runtimes) + 4):
         claimed = claimed_keys(study)
         if len(claimed) >= plan.wanted() or settled(plan, study):
             return None
         trial = study.ask(fixed_distributions=dists)
+        if on_ask is not None:
+            on_ask(trial)
         candidate = Candidate.from_params(trial.params)
         if candidate.key in fitting and candidate.key not in claimed:
             trial.set_user_attr("key", candidate.key)
-            trial.set_user_attr("worker", os.getpid())
-            return trial, candidate
-        why = "already trained" if candidate.key in claimed else "over the budget when probed"
+            trial.set_user_attr("worker", worker_name())
+            if not plan.shared or _first_claim(plan, study, trial, candidate):
+                return trial, candidate
+            why = "claimed by another worker at the same moment"
+        else:
+            why = "already trained" if candidate.key in claimed else "over the budget when probed"
         trial.set_user_attr("skipped", f"{candidate.key}: {why}")
         study.tell(trial, state=TrialState.FAIL)
         untried = [c for c in plan.fitting if c.key not in claimed]
@@ -93,6 +114,34 @@ def next_trial(plan: Plan, study, dists):
             return None
         study.enqueue_trial(untried[0].params())
     return None
+
+
+def _first_claim(plan: Plan, study, trial, candidate: Candidate) -> bool:
+    """Whether ``trial`` holds its candidate and a place within max_trials. Workers on other
+    machines share no lock: each writes its claim, then reads every claim; of two claims of
+    one candidate (or past max_trials) the lower trial number wins, so each one that wrote
+    before the other read sees it, and exactly one trains."""
+    from optuna.trial import TrialState
+
+    first: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE)):
+        if "key" in t.user_attrs:
+            key = t.user_attrs["key"]
+            first[key] = min(first.get(key, t.number), t.number)
+    if first.get(candidate.key) != trial.number:
+        return False
+    return sorted(first.values()).index(trial.number) < plan.wanted()
+
+
+def running_elsewhere(study) -> list[str]:
+    """``key@worker`` of every trial being trained now."""
+    from optuna.trial import TrialState
+
+    return [
+        f"{t.user_attrs['key']}@{t.user_attrs.get('worker', '?')}"
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if "key" in t.user_attrs
+    ]
 
 
 def settled(plan: Plan, study) -> bool:
@@ -133,29 +182,88 @@ def trial_results(study) -> dict[str, dict]:
     }
 
 
+def trial_artifacts(study) -> dict[str, str]:
+    """Candidate key -> the artifact its worker uploaded (a shared study's trials)."""
+    from optuna.trial import TrialState
+
+    return {
+        t.user_attrs["key"]: t.user_attrs["artifact"]
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if "artifact" in t.user_attrs
+    }
+
+
 def run_worker(plan: Plan, index: int = 0) -> int:
     """One worker: train, convert and score candidates until the search is over; returns how
-    many it trained. The ask is serialised across local workers by a file lock beside the
-    study (Optuna's SQLite storage hands each waiting trial out once, but a proposal and its
-    claim must be one step)."""
+    many it trained. In SQLite the ask is serialised across local workers by a file lock
+    beside the study (Optuna's storage hands each waiting trial out once, but a proposal and
+    its claim must be one step); in a shared database claims are checked after they are
+    written (_first_claim), trials beat while they train, and a worker with nothing left waits
+    while others train, since a trial whose worker dies comes back to the queue."""
     from filelock import FileLock
 
-    study = open_study(plan.db, plan.ctx.seed + index)
+    storage = open_storage(plan.cfg) if plan.shared else None
+    study = open_study(plan, index, storage)
+    store = artifact_store(plan.cfg) if plan.shared else None
     dists = distributions(plan.cfg.space)
-    lock = FileLock(str(plan.db) + ".lock")
-    trained = 0
+    lock = contextlib.nullcontext() if plan.shared else FileLock(str(plan.db) + ".lock")
+    trained, waiting = 0, None
+
+    def first_beat(trial):  # Optuna never judges a trial stale before its first heartbeat
+        if storage is not None:
+            storage.record_heartbeat(trial._trial_id)
+
     while True:
         with lock:
-            got = next_trial(plan, study, dists)
+            got = next_trial(plan, study, dists, first_beat)
         if got is None:
-            return trained
+            others = running_elsewhere(study) if plan.shared else []
+            if not others:
+                return trained
+            if others != waiting:
+                log.info("fit: nothing left to take; waiting for %s", ", ".join(others))
+                waiting = others
+            time.sleep(min(5, plan.cfg.heartbeat))
+            continue
         trial, candidate = got
-        log.info("fit: training %s (worker %d)", candidate.key, os.getpid())
-        result = train_candidate(plan, candidate)
-        with lock:
-            trial.set_user_attr("result", result)
-            study.tell(trial, [result["dev_score"], p50(plan.probes, candidate.key, result)])
+        log.info("fit: training %s (worker %s)", candidate.key, worker_name())
+        beating = (
+            heartbeats(storage, trial, plan.cfg.heartbeat)
+            if plan.shared
+            else contextlib.nullcontext()
+        )
+        with beating:
+            result = train_candidate(plan, candidate)
+            if store is not None:
+                trial.set_user_attr("artifact", upload_trial(plan, trial, candidate, result, store))
+            with lock:
+                trial.set_user_attr("result", result)
+                study.tell(trial, [result["dev_score"], p50(plan.probes, candidate.key, result)])
         trained += 1
+
+
+def wait_for_workers(plan: Plan, study) -> None:
+    """The driver of a shared search that trains nothing itself: a bar over the trials until
+    none is running and the search is over (what next_trial would end on)."""
+    from tqdm import tqdm
+
+    from compress.database import shown
+
+    hint = f"lert-compress fit-worker RECIPE --storage {shown(plan.cfg.storage or '')}"
+    with tqdm(total=plan.wanted(), desc="fit trials", unit="trial") as bar:
+        while True:
+            fail_stale(study)
+            running = running_elsewhere(study)
+            done = len(trial_results(study))
+            bar.n = done
+            bar.set_postfix_str(", ".join(running) or f"waiting for workers: {hint}")
+            bar.refresh()
+            claimed = claimed_keys(study)
+            untried = [c for c in plan.fitting if c.key not in claimed]
+            over = done >= plan.wanted() or not untried or settled(plan, study)
+            if over and not running:
+                return
+            time.sleep(min(5, plan.cfg.heartbeat))
 
 
 def worker_main(cfg: FitConfig, src: str, ctx: StageContext, fitting, probes, index: int, ready):
@@ -165,7 +273,7 @@ def worker_main(cfg: FitConfig, src: str, ctx: StageContext, fitting, probes, in
 
     import compress.fit.training  # noqa: F401  (the training code, before saying ready)
 
-    torch.set_num_threads(max(1, cfg.budget.threads // cfg.workers))
+    torch.set_num_threads(max(1, cfg.budget.threads // max(1, cfg.workers)))
     ready.set()
     run_worker(Plan(cfg, Path(src), ctx, fitting, probes), index)
 

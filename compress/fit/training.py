@@ -128,7 +128,7 @@ def train_candidate(plan: Plan, candidate: Candidate) -> dict:
         build_runtime(onnx_path, candidate.runtime, out, examples, preset(cfg))
         path = out / FILE_NAMES[candidate.runtime]
     copy_side_files(model_dir, path.parent)
-    threads = max(1, cfg.budget.threads // cfg.workers)
+    threads = max(1, cfg.budget.threads // max(1, cfg.workers))
     reference = np.load(plan.work / "reference_dev_counts.npy")
     max_drop = cfg.budget.max_drop
 

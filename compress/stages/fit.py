@@ -7,7 +7,8 @@ measurement on this machine and on the task's dev split.
    latency or size budget are rejected before any training.
 2. The rest are searched with Optuna (a multi-objective TPE sampler: dev score up, latency
    down) in a study stored in SQLite beside the step, so that a killed search resumes with its
-   finished trials and several workers share it. A trial prunes the input to the candidate's
+   finished trials and several workers share it (or in a database that fit-workers on other
+   machines join: compress/fit/shared.py). A trial prunes the input to the candidate's
    shape with TextPruner, recovers it (KD from the input), converts it and scores it on dev
    against the reference, with the paired bootstrap interval the evaluator uses.
 3. The winner (the most accurate within the budget, or the fastest within the accuracy budget)
@@ -31,15 +32,19 @@ from pathlib import Path
 
 import numpy as np
 
+from compress.database import shown
 from compress.errors import CompressError, RecipeError
 from compress.fit.probing import over_budget, priority, probe_all, probe_check
+from compress.fit.shared import artifact_store, fetch_trial, publish_plan
 from compress.fit.space import STUDY, Budget, Candidate, FitConfig, Plan, Probing, Space
 from compress.fit.study import (
     choose_winner,
     open_study,
     release_interrupted,
     run_worker,
+    trial_artifacts,
     trial_results,
+    wait_for_workers,
     worker_main,
 )
 from compress.fit.training import trained_dir
@@ -87,9 +92,9 @@ def fit(cfg: FitConfig, src: Path | None, ctx: StageContext) -> StageResult:
     # 2. the reference's dev counts, then the search over the rest
     _reference_counts(cfg, src, ctx, work)
     plan = Plan(cfg, src, ctx, fitting, probes)
-    _search(plan)
+    study = _search(plan)
     # 3. the winner, the table of every candidate, and what ships
-    results = trial_results(open_study(plan.db, ctx.seed))
+    results = trial_results(study)
     winner = choose_winner(cfg, results, probes)
     details = {
         "budget": cfg.budget.model_dump(mode="json"),
@@ -118,11 +123,16 @@ def fit(cfg: FitConfig, src: Path | None, ctx: StageContext) -> StageResult:
             details["trivial"]["description"],
         )
     chosen = next(c for c in candidates if c.key == winner)
+    if not (work / results[winner]["path"]).exists():  # trained on another machine
+        fetch_trial(plan, trial_artifacts(study)[winner])
     produced, details["pytorch"] = _ship(work / results[winner]["path"], chosen, work, ctx)
     details["probe_check"] = probe_check(
         produced, work / probes[winner]["path"], probes[winner], cfg, ctx.task.type, meta["seq_len"]
     )
-    shutil.copy(plan.db, ctx.step_dir / STUDY)
+    if plan.shared:
+        details["study"] = {"storage": shown(cfg.storage or ""), "name": plan.study_name}
+    else:
+        shutil.copy(plan.db, ctx.step_dir / STUDY)
     (ctx.step_dir / "fit.json").write_text(json.dumps(details, indent=1), encoding="utf-8")
     log.info("fit: chose %s (%d probed, %d trained)", winner, len(candidates), len(results))
     return StageResult(produced, details, kind=artifact_kind(produced))  # type: ignore[arg-type]
@@ -141,17 +151,21 @@ def _reference_counts(cfg: FitConfig, src: Path, ctx: StageContext, work: Path) 
     os.replace(work / "reference_dev_counts.partial.npy", reference)
 
 
-def _search(plan: Plan) -> None:
+def _search(plan: Plan):
     """The study opened (or resumed: trials a killed worker left running are queued again),
     seeded with the best candidates, and worked through by this process and ``workers - 1``
-    spawned ones."""
+    spawned ones; in a shared database, by the fit-workers on other machines too (its plan
+    published for them first). Returns the study once the search is over."""
     import torch
 
     cfg, ctx = plan.cfg, plan.ctx
-    study = open_study(plan.db, ctx.seed)
-    interrupted = release_interrupted(study)
-    if interrupted:
-        log.info("fit: resuming; %s were interrupted and run again", ", ".join(interrupted))
+    study = open_study(plan)
+    if plan.shared:  # live workers elsewhere may hold running trials: heartbeats judge them
+        publish_plan(plan, study, artifact_store(cfg))
+    else:
+        interrupted = release_interrupted(study)
+        if interrupted:
+            log.info("fit: resuming; %s were interrupted and run again", ", ".join(interrupted))
     if not study.trials and plan.fitting:
         # exhaustive when everything that fits can be trained (nothing to search); otherwise
         # the best candidate first, and the sampler proposes the rest
@@ -174,16 +188,19 @@ def _search(plan: Plan) -> None:
         for r in ready:
             r.wait(timeout=300)
     threads = cfg.budget.threads
-    torch.set_num_threads(max(1, threads // cfg.workers))
+    torch.set_num_threads(max(1, threads // max(1, cfg.workers)))
     try:
-        if plan.fitting:
+        if plan.fitting and cfg.workers:
             run_worker(plan)
+        elif plan.fitting:
+            wait_for_workers(plan, study)
     finally:
         for p in extra:
             p.join()
         torch.set_num_threads(threads)
     if any(p.exitcode for p in extra):
         raise CompressError("fit: a worker process failed; run the step again to resume")
+    return study
 
 
 def _table(candidates, probes: dict, results: dict, status: dict, winner) -> list[dict]:

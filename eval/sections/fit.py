@@ -233,11 +233,19 @@ def fit_section(report: Report) -> list[str]:
                 f"(spread {check['spread']:.2f} ms): they {verdict}. Its test score is its row "
                 f"`{name}` above.",
             ]
-        if fit.get("study"):
+        study = fit.get("study")
+        if isinstance(study, dict):  # in a database machines share
             lines += [
                 "",
-                f"Every trial of the search is in `{fit['study']}` (an Optuna study in SQLite); "
-                f"from this folder, `optuna-dashboard sqlite:///{fit['study']}` shows them.",
+                f"Every trial of the search is in the Optuna study `{study['name']}` in "
+                f"`{study['storage']}` (shared by the fit-workers); `optuna-dashboard "
+                f"{study['storage']}` shows them (with the database's password).",
+            ]
+        elif study:
+            lines += [
+                "",
+                f"Every trial of the search is in `{study}` (an Optuna study in SQLite); "
+                f"from this folder, `optuna-dashboard sqlite:///{study}` shows them.",
             ]
         lines.append("")
     return lines
