@@ -83,7 +83,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     worker.add_argument("overrides", nargs="*", help="the driver's overrides, the same ones")
     worker.add_argument("--storage", metavar="URL", help="the study's database (SQLAlchemy URL)")
     worker.add_argument(
-        "--artifacts", type=Path, help="the folder the driver and every worker share"
+        "--artifacts", help="the folder the driver and every worker share, or s3://BUCKET"
     )
     worker.add_argument("--step", help="the fit step (default: the recipe's only one)")
     worker.add_argument(

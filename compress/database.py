@@ -1,5 +1,7 @@
-"""A study's database as SQLAlchemy reaches it: the URL as it may be shown (no password), the
-engine options per backend, and one line on why a URL cannot serve (checked at validation)."""
+"""Where a search shared by machines lives: its database as SQLAlchemy reaches it (the URL as it
+may be shown, without its password; the engine options per backend) and its artifact store (a
+shared folder, or an S3-compatible bucket), each with one line on why it cannot serve, checked
+when the recipe is read."""
 
 from __future__ import annotations
 
@@ -55,4 +57,49 @@ def storage_problem(url: str) -> str | None:
         )
     finally:
         engine.dispose()
+    return None
+
+
+def s3_bucket(spec: str) -> str | None:
+    """The bucket of an ``s3://BUCKET`` store (None: a folder)."""
+    if not spec.startswith("s3://"):
+        return None
+    return spec.removeprefix("s3://").strip("/")
+
+
+def s3_client():
+    import boto3
+
+    return boto3.client("s3")  # endpoint, region and keys as boto3 reads them (AWS_* variables)
+
+
+def artifacts_problem(spec: str) -> str | None:
+    """One line on why the artifact store cannot serve (None: it can)."""
+    from pathlib import Path
+
+    bucket = s3_bucket(spec)
+    if bucket is None:
+        folder = Path(spec)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return (
+                f"artifacts {spec}: cannot make the folder ({exc.strerror}); give a folder every "
+                "worker mounts, or s3://BUCKET"
+            )
+        return None
+    if not bucket or "/" in bucket:
+        return f"artifacts {spec!r}: give s3://BUCKET (a bucket, no folder inside it)"
+    try:
+        client = s3_client()
+    except ImportError:
+        return f"artifacts {spec}: an S3 store needs boto3: pip install 'lert-compress[s3]'"
+    try:
+        client.head_bucket(Bucket=bucket)
+    except Exception as exc:  # noqa: BLE001  (botocore's errors: no endpoint, no bucket, keys)
+        line = str(exc).strip().splitlines()
+        return (
+            f"artifacts {spec}: cannot reach the bucket ({line[0] if line else exc}); check "
+            "AWS_ENDPOINT_URL, the keys and that the bucket exists"
+        )
     return None

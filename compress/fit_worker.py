@@ -31,7 +31,7 @@ def fit_step(recipe, name: str | None):
     return fits[0]
 
 
-def placed(cfg, storage: str | None, artifacts: Path | None):
+def placed(cfg, storage: str | None, artifacts: str | None):
     """The step's config with the command line's database and folder (they win over the
     recipe's), checked as the driver checks them."""
     update = {"workers": 1}
@@ -93,7 +93,7 @@ def fit_worker(
     recipe,
     step_name: str | None,
     storage: str | None,
-    artifacts: Path | None,
+    artifacts: str | None,
     out: Path,
     wait: float,
 ) -> int:

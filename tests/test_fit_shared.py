@@ -50,6 +50,26 @@ def test_a_bad_or_unreachable_database_is_one_line_at_validation(
     assert "secret" not in text  # a password is never printed
 
 
+@pytest.mark.parametrize(
+    ("artifacts", "message"),
+    [
+        ("s3://fit/inside", "give s3://BUCKET (a bucket, no folder inside it)"),
+        ("s3://fit", "cannot reach the bucket"),
+        ("/proc/no-folder-here", "cannot make the folder"),
+    ],
+)
+def test_an_artifact_store_that_cannot_serve_is_one_line_at_validation(
+    cls_files, tmp_path, monkeypatch, artifacts, message
+):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    assert message in _problems(cls_files, storage=url, artifacts=artifacts)
+
+
 def test_a_database_needs_a_shared_folder_and_workers_0_needs_a_database(cls_files, tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     assert "artifacts: a search in a database needs a folder" in _problems(cls_files, storage=url)
@@ -128,11 +148,17 @@ def _wait_for(log: Path, text: str, proc: subprocess.Popen, seconds: float = 300
         time.sleep(0.2)
 
 
-def shared_search(tmp_path: Path, cls_files, url: str, kill: bool, evaluate=False) -> dict:
+def shared_search(
+    tmp_path: Path, cls_files, url: str, kill: bool, evaluate=False, artifacts=None
+) -> dict:
     """The driver (training nothing) and two workers in folders of their own; with ``kill``,
     the first worker is killed once it trains its first candidate. Returns what happened."""
     recipe = fit_recipe(
-        cls_files, storage=url, artifacts=str(tmp_path / "shared"), workers=0, heartbeat=1
+        cls_files,
+        storage=url,
+        artifacts=artifacts or str(tmp_path / "shared"),
+        workers=0,
+        heartbeat=1,
     )
     path = _write(recipe, tmp_path / "recipe.yaml")
     start = time.perf_counter()
@@ -235,3 +261,35 @@ def test_a_worker_killed_mid_trial_in_postgresql_has_its_trial_finished_by_the_o
         f"\none machine, one worker: {alone:.1f} s; driver + two workers: {two['seconds']:.1f} s;"
         f" driver + two workers, one killed mid-trial: {got['seconds']:.1f} s"
     )
+
+
+@pytest.mark.slow
+def test_the_trained_candidates_pass_through_an_s3_compatible_bucket(
+    tmp_path, cls_files, monkeypatch
+):
+    """artifacts: s3://BUCKET, served by moto's S3 server on localhost (a real HTTP endpoint
+    boto3 talks to as to any S3-compatible store): nothing goes through a shared folder."""
+    server_module = pytest.importorskip("moto.server", reason="moto[server] not here")
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        for key, value in {
+            "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }.items():
+            monkeypatch.setenv(key, value)  # the driver and the workers inherit them
+        from compress.database import s3_client
+
+        s3_client().create_bucket(Bucket="fit")
+        url = f"sqlite:///{tmp_path / 'study.db'}"
+        got = shared_search(tmp_path, cls_files, url, kill=False, artifacts="s3://fit")
+        stored = s3_client().list_objects_v2(Bucket="fit").get("KeyCount", 0)
+    finally:
+        server.stop()
+    assert not (tmp_path / "shared").exists()
+    assert len(got["w1"] + got["w2"]) == 4 and not set(got["w1"]) & set(got["w2"])
+    assert stored == 5  # the plan's bundle and the four trained candidates
+    assert (got["root"] / got["entry"].output).is_file()

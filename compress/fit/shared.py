@@ -4,7 +4,7 @@ URL Optuna's RDBStorage accepts, PostgreSQL for a team), and an artifact folder 
 - The driver (``lert-compress run``) publishes the plan: the fitting candidates and their
   probes in the study's attributes, and the step's input, the reference's dev counts and the
   int8 probes (a partly reverted int8 model is timed beside its probe) in one bundle through
-  Optuna's artifact API (a filesystem store on the shared folder).
+  Optuna's artifact API (a filesystem store on the shared folder, or an S3-compatible bucket).
 - A worker (``lert-compress fit-worker``) fetches the bundle into its own folder, trains the
   candidates the study hands it, and uploads each trained candidate (its runtime folder and its
   PyTorch model) with its trial, so the driver ships the winner without training it again.
@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from compress.database import engine_kwargs, shown
+from compress.database import artifacts_problem, engine_kwargs, s3_bucket, s3_client, shown
 from compress.errors import CompressError
 from compress.fit.space import Candidate, FitConfig, Plan
 from compress.fit.training import trained_dir
@@ -80,17 +80,18 @@ def fail_stale(study) -> None:
 
 
 def artifact_store(cfg: FitConfig):
-    from optuna.artifacts import FileSystemArtifactStore
+    """The store the driver and the workers pass files through: a folder they all mount, or
+    an S3-compatible bucket (Optuna's FileSystemArtifactStore or Boto3ArtifactStore)."""
+    from optuna.artifacts import Boto3ArtifactStore, FileSystemArtifactStore
 
     assert cfg.artifacts is not None
-    try:
-        cfg.artifacts.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CompressError(
-            f"fit artifacts {cfg.artifacts}: cannot write there ({exc.strerror}); give a folder "
-            "every worker mounts"
-        ) from exc
-    return FileSystemArtifactStore(str(cfg.artifacts))
+    problem = artifacts_problem(cfg.artifacts)
+    if problem:
+        raise CompressError(f"fit {problem}")
+    bucket = s3_bucket(cfg.artifacts)
+    if bucket is not None:
+        return Boto3ArtifactStore(bucket, client=s3_client())
+    return FileSystemArtifactStore(cfg.artifacts)
 
 
 def worker_name() -> str:

@@ -229,11 +229,13 @@ class FitConfig(StageConfig):
         "user@host/db): workers on other machines join it with `lert-compress fit-worker`; "
         "default: SQLite in the step's folder (this machine's workers only)",
     )
-    artifacts: Path | None = Field(
+    artifacts: str | None = Field(
         None,
-        description="with storage: a folder the driver and every worker read and write (a "
-        "shared mount): the step's input goes there for the workers, and each trained "
-        "candidate comes back through it, so the winner ships without training it again",
+        description="with storage: where the driver and every worker pass files (the step's "
+        "input for the workers, each trained candidate back, so the winner ships without "
+        "training it again): a folder they all mount, or s3://BUCKET for an S3-compatible "
+        "store (boto3; its endpoint and keys from the environment: AWS_ENDPOINT_URL, "
+        "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)",
     )
     heartbeat: int = Field(
         30,
@@ -284,14 +286,17 @@ class FitConfig(StageConfig):
                     "to other machines; give workers 1 or more, or storage"
                 ]
             return []
-        from compress.database import storage_problem
+        from compress.database import artifacts_problem, storage_problem
 
         problems = [p for p in [storage_problem(self.storage)] if p]
         if self.artifacts is None:
             problems.append(
                 "artifacts: a search in a database needs a folder every worker and this machine "
-                "can read (a shared mount), for the input and the trained candidates"
+                "can read (a shared mount, or s3://BUCKET), for the input and the trained "
+                "candidates"
             )
+        elif problem := artifacts_problem(self.artifacts):
+            problems.append(problem)
         return problems
 
     def check_arch(self, in_arch: Arch) -> list[str]:
