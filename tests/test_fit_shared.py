@@ -293,3 +293,32 @@ def test_the_trained_candidates_pass_through_an_s3_compatible_bucket(
     assert len(got["w1"] + got["w2"]) == 4 and not set(got["w1"]) & set(got["w2"])
     assert stored == 5  # the plan's bundle and the four trained candidates
     assert (got["root"] / got["entry"].output).is_file()
+
+
+@pytest.mark.slow
+def test_a_driver_killed_while_workers_train_resumes_the_same_search(tmp_path, cls_files):
+    """The driver killed mid-search and started again: it finds its study and plan, leaves the
+    worker's running trial alone (it still beats), and ships once the search is over; no
+    candidate is trained twice."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    recipe = fit_recipe(
+        cls_files, storage=url, artifacts=str(tmp_path / "shared"), workers=0, heartbeat=1
+    )
+    path = _write(recipe, tmp_path / "recipe.yaml")
+    run = [sys.executable, "-m", "compress", "run", str(path), "--out", str(tmp_path / "a")]
+    driver_log = tmp_path / "driver.log"
+    driver = subprocess.Popen(
+        [*run, "--no-eval"], stdout=subprocess.DEVNULL, stderr=driver_log.open("w"), cwd=ROOT
+    )
+    worker_log = tmp_path / "w.log"
+    worker = _worker(path, tmp_path / "w", worker_log)
+    _wait_for(worker_log, "fit: training", worker)
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    again = subprocess.run([*run, "--no-eval"], capture_output=True, text=True, cwd=ROOT)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert worker.wait(timeout=300) == 0, worker_log.read_text()[-3000:]
+    entry = Manifest(tmp_path / "a" / "tiny").steps["fit"]
+    trained = _trials(tmp_path / "w")
+    assert len(trained) == len(set(trained)) == entry.details["trained"] == 4
+    assert "the plan is in the study" not in again.stderr  # published once, by the first
