@@ -70,6 +70,21 @@ def test_an_artifact_store_that_cannot_serve_is_one_line_at_validation(
     assert message in _problems(cls_files, storage=url, artifacts=artifacts)
 
 
+def test_the_database_s_password_is_never_written(tmp_path):
+    from compress.fit.space import FitConfig
+
+    cfg = FitConfig.model_validate(
+        {
+            "budget": {"max_drop": 5},
+            "space": {"layers": [1], "heads": [1], "ffn": [8]},
+            "storage": "postgresql://lert:secret@db-host:5432/fit",
+            "artifacts": str(tmp_path),
+        }
+    )
+    assert cfg.storage == "postgresql://lert:secret@db-host:5432/fit"  # what connects
+    assert cfg.model_dump(mode="json")["storage"] == "postgresql://lert:***@db-host:5432/fit"
+
+
 def test_a_database_needs_a_shared_folder_and_workers_0_needs_a_database(cls_files, tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     assert "artifacts: a search in a database needs a folder" in _problems(cls_files, storage=url)

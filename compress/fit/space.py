@@ -246,6 +246,13 @@ class FitConfig(StageConfig):
 
     placement: ClassVar[tuple[str, ...]] = ("workers", "storage", "artifacts", "heartbeat")
 
+    @field_serializer("storage", when_used="json")
+    def _storage_without_its_password(self, url: str | None) -> str | None:
+        """recipe.resolved.yaml and the manifest never hold the database's password."""
+        from compress.database import shown
+
+        return None if url is None else shown(url)
+
     def references(self) -> list[str]:
         return [r for r in (self.budget.reference, self.probe.beside) if r]
 
