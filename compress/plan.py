@@ -11,10 +11,29 @@ import math
 import statistics
 from dataclasses import dataclass
 
-# The GPU the estimate is for, and what it assumes: an H100 SXM's dense bf16 peak (NVIDIA's
-# data sheet, 989 TFLOP/s without sparsity) at 40% of it, a utilisation BERT-size training
-# under autocast commonly reaches. An estimate, not a measurement.
-GPU = {"card": "NVIDIA H100 SXM", "peak_tflops": 989.0, "utilisation": 0.40, "precision": "bf16"}
+# The GPU the estimate is for, and what it assumes: an H100 SXM's dense peaks (NVIDIA's data
+# sheet, without sparsity) at 40% of them, a utilisation BERT-size training commonly reaches.
+# A step's precision picks the peak: bf16/fp16 autocast runs on the tensor cores (989 TFLOP/s);
+# fp32 runs at TF32's rate (495) only where float32 matmuls may use TF32, which PyTorch leaves
+# off by default since 1.12 (torch.get_float32_matmul_precision() == "highest"), and otherwise
+# on the CUDA cores (67). An estimate, not a measurement.
+GPU = {
+    "card": "NVIDIA H100 SXM",
+    "utilisation": 0.40,
+    "peak_tflops": {"bf16": 989.4, "fp16": 989.4, "tf32": 494.7, "fp32": 66.9},
+}
+
+
+def gpu_rate(precision: str) -> tuple[str, float]:
+    """The arithmetic a training run at ``precision`` gets on the estimate's GPU, and its peak
+    TFLOP/s: an fp32 run gets TF32 where this process lets float32 matmuls use it."""
+    import torch
+
+    if precision == "fp32" and torch.get_float32_matmul_precision() != "highest":
+        precision = "tf32"
+    return precision, GPU["peak_tflops"][precision]
+
+
 FIT_SHARE = 0.9  # a step whose peak is over this share of the machine's memory may not fit
 
 
@@ -87,7 +106,8 @@ def run_cost(run: dict, scale: float) -> dict:
     tokens = _median([float(t) for t in run["step_tokens"]]) if run["step_tokens"] else 0.0
     # forward and backward of the trained model, and a teacher's forward where it runs per batch
     flops = (6.0 * run["matmul_params"] + 2.0 * run.get("frozen_matmul_params", 0)) * tokens
-    throughput = GPU["peak_tflops"] * 1e12 * GPU["utilisation"]
+    arithmetic, peak = gpu_rate(run.get("precision", "fp32"))
+    throughput = peak * 1e12 * GPU["utilisation"]
     return {
         "run": run["run"],
         "steps_measured": len(run["step_seconds"]),
@@ -96,6 +116,7 @@ def run_cost(run: dict, scale: float) -> dict:
         "tokens_per_step": int(tokens),
         "real_steps": real_steps,
         "real_seconds": round(per_step * real_steps, 1),
+        "gpu_arithmetic": arithmetic,
         "gpu_seconds_estimate": round(real_steps * flops / throughput, 1),
     }
 
@@ -144,6 +165,15 @@ def cost_plan(record: dict, runs_by_step: dict[str, list[dict]], observed: dict,
     }
 
 
+ARITHMETIC = {
+    "bf16": "precision bf16, tensor cores",
+    "fp16": "precision fp16, tensor cores",
+    "tf32": "fp32 with TF32 matmuls",
+    "fp32": "fp32, which PyTorch runs without TF32 by default: CUDA cores; precision: bf16 "
+    "on the step would put it on the tensor cores",
+}
+
+
 def _duration(seconds: float) -> str:
     if seconds < 10:
         return f"{seconds:.1f} s"
@@ -157,6 +187,8 @@ def _duration(seconds: float) -> str:
 def plan_markdown(plan: dict, recipe: str, threads: int) -> str:
     """The plan as a table a person reads before starting the real run."""
     gpu = plan["gpu"]
+    used = sorted({r["gpu_arithmetic"] for s in plan["steps"] for r in s["runs"]})
+    peaks = "; ".join(f"{ARITHMETIC[a]}: {gpu['peak_tflops'][a]:.0f} TFLOP/s" for a in used)
     lines = [
         f"# Cost plan: {recipe}",
         "",
@@ -167,9 +199,8 @@ def plan_markdown(plan: dict, recipe: str, threads: int) -> str:
         "and batch size). Dev checks, caches, export and evaluation are timed at rehearsal size "
         "only (rehearsal s). GPU: an estimate from each step's FLOPs (6 x trained weights x "
         "tokens, and 2 x a teacher's weights x tokens where it runs per batch) on "
-        f"an {gpu['card']} at {gpu['utilisation']:.0%} of its {gpu['peak_tflops']:.0f} TFLOP/s "
-        f"{gpu['precision']} peak (a step at precision: bf16; fp32 runs at TF32's rate, about "
-        "half), not a measurement.",
+        f"an {gpu['card']} at {gpu['utilisation']:.0%} of its dense peak at the run's "
+        f"precision ({peaks}), not a measurement.",
         "",
         "| step | run | s / step (range) | tokens / step | real steps | real time here | GPU "
         "estimate | rehearsal s | peak GB | fits |",

@@ -121,6 +121,7 @@ class Runs:
             "epochs": cfg.epochs,
             "max_steps": cfg.max_steps,
             "batch_size": getattr(cfg, "batch_size", None),
+            "precision": cfg.precision,
             "uncapped_steps": cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch)),
             # weights a step multiplies by (embedding lookups are not matrix products)
             "matmul_params": sum(p.numel() for n, p in trainable if "embeddings" not in n),

@@ -214,12 +214,44 @@ def test_the_plan_extrapolates_by_the_real_split_and_leaves_out_the_warm_up_step
     assert first["real_steps"] == 3 * 300  # 4 batches x 9600 / 128 = 300 per epoch, 3 epochs
     assert first["real_seconds"] == 1800.0 and second["real_steps"] == 200  # max_steps stays
     flops = 6 * 300e6 * 8192 * 900
-    assert first["gpu_seconds_estimate"] == round(flops / (989e12 * 0.4), 1)
+    # no precision recorded: fp32, which PyTorch runs on an H100's CUDA cores (67 TFLOP/s dense)
+    assert first["gpu_arithmetic"] == "fp32"
+    assert first["gpu_seconds_estimate"] == round(flops / (66.9e12 * 0.4), 1)
     assert not teacher["fits"] and "batch_size" in teacher["advice"]  # 21.5 GB > 90% of 23
     assert plan["steps"][1]["fits"] and plan["steps"][1]["runs"] == []
     text = plan_markdown(plan, "distill-large-to-small", 2)
     assert "| teacher | teacher | 2.00 (1.80–2.20) | 8,192 | 900 | 30 min |" in text
-    assert "estimate" in text and "H100" in text
+    assert "estimate" in text and "H100" in text and "fp32, which PyTorch runs without TF32" in text
+
+
+def test_the_gpu_estimate_follows_the_run_s_precision(monkeypatch):
+    """An H100's dense peaks (NVIDIA's data sheet): bf16 on the tensor cores 989.4 TFLOP/s; fp32
+    on the CUDA cores 66.9, as PyTorch runs float32 matmuls by default (TF32 off since 1.12),
+    and at TF32's 494.7 where this process allows it."""
+    import torch
+
+    from compress.plan import run_cost
+
+    run = {
+        "run": "student",
+        "per_epoch": 10,
+        "epochs": 1.0,
+        "max_steps": None,
+        "matmul_params": 100_000_000,
+        "step_seconds": [1.0, 1.0],
+        "step_tokens": [4096, 4096],
+    }
+    flops = 6 * 100e6 * 4096 * 10
+    bf16 = run_cost(run | {"precision": "bf16"}, 1.0)
+    fp32 = run_cost(run | {"precision": "fp32"}, 1.0)
+    assert (bf16["gpu_arithmetic"], fp32["gpu_arithmetic"]) == ("bf16", "fp32")
+    assert bf16["gpu_seconds_estimate"] == round(flops / (989.4e12 * 0.4), 1)
+    assert fp32["gpu_seconds_estimate"] == round(flops / (66.9e12 * 0.4), 1)
+    previous = torch.get_float32_matmul_precision()
+    monkeypatch.setattr(torch, "get_float32_matmul_precision", lambda: "high")
+    tf32 = run_cost(run | {"precision": "fp32"}, 1.0)
+    assert previous == "highest" and tf32["gpu_arithmetic"] == "tf32"
+    assert tf32["gpu_seconds_estimate"] == round(flops / (494.7e12 * 0.4), 1)
 
 
 @pytest.mark.parametrize(
