@@ -22,10 +22,16 @@ def output_logits(outputs) -> torch.Tensor:
     return outputs.logits
 
 
-def predict(forward: Forward, enc: Encoded, batch_size: int = 64) -> list[np.ndarray]:
-    """Logits per example, in the split's order (batches are length-sorted internally)."""
+def predict(
+    forward: Forward, enc: Encoded, batch_size: int = 64, desc: str | None = None
+) -> list[np.ndarray]:
+    """Logits per example, in the split's order (batches are length-sorted internally); with
+    ``desc``, a progress bar over the batches (a large model on a full split takes hours)."""
+    from tqdm.auto import tqdm
+
     out: list[np.ndarray | None] = [None] * len(enc)
-    for idx in batch_indices(enc, batch_size, shuffle=False):
+    batches = batch_indices(enc, batch_size, shuffle=False)
+    for idx in tqdm(batches, desc=desc, unit="batch", disable=desc is None):
         logits = forward(collate(enc, idx, with_labels=False))
         for row, i in enumerate(idx):
             out[i] = logits[row, : len(enc.input_ids[i])] if logits.ndim == 3 else logits[row]

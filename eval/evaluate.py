@@ -165,7 +165,8 @@ def score_variant(
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
     rt = load_runtime(variant.path, task.type, device, threads, precision)
-    predicted = predicted_labels(task, enc, predict(rt.forward, enc, rt.scoring_batch))
+    logits = predict(rt.forward, enc, rt.scoring_batch, desc=f"score {variant.name} {device}")
+    predicted = predicted_labels(task, enc, logits)
     counts = example_counts(task, examples, predicted)
     value = score_counts(task.type, counts)
     # GPU: peak allocated while loading and scoring; CPU rows get a fresh-process measurement

@@ -49,6 +49,27 @@ def test_summarize_percentiles_and_throughput():
     assert stats["throughput"] == pytest.approx(4 * 1000 / 5.5, rel=1e-3)
 
 
+def test_scoring_a_split_shows_its_progress_and_keeps_the_split_s_order(capsys):
+    """Scoring LERT-large on a full split takes hours on a CPU: the evaluator's pass shows a bar
+    over its batches; dev checks inside training pass no description and stay quiet."""
+    import torch
+
+    from compress.data import Encoded
+    from compress.scoring import predict
+
+    enc = Encoded([[1] * n for n in (5, 2, 9, 3, 7)], [[0] * n for n in (5, 2, 9, 3, 7)], [0] * 5)
+
+    def forward(batch):  # each row's logit is its length
+        return batch["attention_mask"].sum(1, keepdim=True).to(torch.float32).numpy()
+
+    logits = predict(forward, enc, batch_size=2, desc="score teacher cpu")
+    assert [float(x[0]) for x in logits] == [5, 2, 9, 3, 7]
+    bar = capsys.readouterr().err
+    assert "score teacher cpu" in bar and "3/3" in bar  # 5 examples in batches of 2
+    predict(forward, enc, batch_size=2)
+    assert capsys.readouterr().err == ""
+
+
 def test_pareto_front():
     points = [(10.0, 90.0), (5.0, 85.0), (20.0, 91.0), (6.0, 80.0), (12.0, 89.0), (5.0, 70.0)]
     assert pareto_front(points) == [1, 0, 2]
