@@ -158,7 +158,10 @@ def windows(
     out = Windows()
     for index, ex in enumerate(examples):
         question = tokenizer(ex.question, add_special_tokens=False)["input_ids"][:max_query_len]
-        context = tokenizer(ex.context, add_special_tokens=False, return_offsets_mapping=True)
+        # the whole context, cut into windows below: no "longer than the maximum" warning
+        context = tokenizer(
+            ex.context, add_special_tokens=False, return_offsets_mapping=True, verbose=False
+        )
         ids, spans = context["input_ids"], context["offset_mapping"]
         room = max_len - len(question) - 3
         if room <= 0:

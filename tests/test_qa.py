@@ -47,6 +47,26 @@ def test_windows_step_by_doc_stride_and_the_last_reaches_the_end(tok):
     assert wins.token_type_ids[0] == [0] * 4 + [1] * 9
 
 
+def test_a_context_longer_than_the_model_is_windowed_without_a_length_warning(tok):
+    """transformers warns "Token indices sequence length is longer than the specified maximum
+    ... will result in indexing errors" for a text over model_max_length; a DRCD context is
+    tokenized whole on purpose and then cut, so every window fits and the warning misleads."""
+    import logging
+
+    messages: list[str] = []
+    seen = logging.Handler()
+    seen.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("transformers.tokenization_utils_base")
+    logger.addHandler(seen)
+    try:
+        tok.model_max_length = 13
+        wins = windows([_example(3, 2)], tok, max_len=13, doc_stride=4, max_query_len=64)
+    finally:
+        logger.removeHandler(seen)
+    assert len(wins.input_ids) == 4 and all(len(ids) <= 13 for ids in wins.input_ids)
+    assert not [m for m in messages if "longer than the specified maximum" in m]
+
+
 def test_answer_labels_per_window(tok):
     inside_first = _example(3, 2)  # tokens 3-4: window 0 only; later windows do not hold it
     assert _window_answers(windows([inside_first], tok, 13, 4, 64), inside_first) == [
