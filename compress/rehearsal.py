@@ -254,6 +254,13 @@ def _squad(split: str, texts: list[str], path: Path, seed: int, answers: int) ->
     path.write_text(json.dumps(release, ensure_ascii=False), encoding="utf-8")
 
 
+# The lengths of CMRC 2018's dev contexts in characters, their 5th, 15th, ..., 95th percentiles
+# (ymcui/cmrc2018 squad-style-data/cmrc2018_dev.json: 848 paragraphs, 3,219 questions, mean 510,
+# median 455, longest 980). At 512 tokens and doc_stride 128 that file makes 1.69 windows a
+# question (compress.qa.windows over its questions); contexts of these lengths make as many.
+# DRCD publishes no length table: its paragraphs, Wikipedia's too, get the same lengths.
+QA_CONTEXT_CHARS = (296, 324, 355, 393, 431, 484, 537, 625, 744, 891)
+
 # which splits each release has, and its file names
 RELEASES = {
     "chnsenticorp": {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"},
@@ -279,8 +286,10 @@ def write_task_files(task: str, max_seq_len: int, rows: dict[str, int], out: Pat
         if task == "msra-ner":
             _msra(split, n, max_seq_len, path, split_seed)
         elif task in ("cmrc2018", "drcd"):
-            # contexts longer than one window, so that they are cut as the real ones are
-            texts = _texts(int(max_seq_len * 1.5), n // 2 or 1, split_seed)
+            # contexts as long as the real ones, so that they are cut into as many windows a
+            # question (which the plan's steps scale with) at any max_seq_len
+            texts = _texts(max(QA_CONTEXT_CHARS), n // 2 or 1, split_seed)
+            texts = [t[: QA_CONTEXT_CHARS[i % len(QA_CONTEXT_CHARS)]] for i, t in enumerate(texts)]
             _squad(split, texts, path, split_seed, 3 if task == "cmrc2018" else 2)
         else:
             texts = _texts(max_seq_len, n, split_seed)

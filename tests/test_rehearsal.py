@@ -84,6 +84,28 @@ def test_release_files_read_back_with_the_task_s_loader(tmp_path, task):
         assert ex.context[ex.answer_start :].startswith(ex.answers[0])
 
 
+@pytest.mark.parametrize("task", ["cmrc2018", "drcd"])
+def test_reading_comprehension_files_make_as_many_windows_a_question_as_cmrc2018_s(tmp_path, task):
+    """CMRC 2018's published dev file (ymcui/cmrc2018 squad-style-data/cmrc2018_dev.json) cut as
+    the recipes cut it (512 tokens, doc_stride 128, questions to 64 tokens) makes 5,436 windows
+    for its 3,219 questions: 1.69 a question. The plan scales the real run's steps by questions,
+    so the rehearsal's questions must be windowed alike (contexts of 1.5 x max_seq_len made
+    4.0 a question, and a DRCD plan 2.4x too long)."""
+    from compress.qa import windows
+    from compress.tasks import load_task
+    from compress.tasks.config import TaskConfig
+
+    files = write_task_files(task, 512, {"train": 200, "dev": 4, "test": 4}, tmp_path, seed=3)
+    data = load_task(TaskConfig(name=task, max_seq_len=512, **files))
+    from transformers import BertTokenizerFast
+
+    tokenizer = BertTokenizerFast(vocab_file=str(lert_vocabulary(tmp_path / "vocab.txt")))
+    questions = data.splits["train"]
+    cut = windows(questions, tokenizer, 512, 128, 64)
+    assert len(questions) >= 180  # CMRC 2018's release has no test file: dev is cut from train
+    assert len(cut.input_ids) / len(questions) == pytest.approx(5436 / 3219, rel=0.1)
+
+
 def test_msra_style_files_cut_only_the_missing_dev_from_train(tmp_path):
     """MSRA-NER ships train and test and no dev: only the dev slice is cut from train, the test
     file is scored whole and train keeps the rest."""
