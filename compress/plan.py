@@ -166,11 +166,10 @@ def cost_plan(record: dict, runs_by_step: dict[str, list[dict]], observed: dict,
 
 
 ARITHMETIC = {
-    "bf16": "precision bf16, tensor cores",
-    "fp16": "precision fp16, tensor cores",
+    "bf16": "bf16 autocast on the tensor cores",
+    "fp16": "fp16 autocast on the tensor cores",
     "tf32": "fp32 with TF32 matmuls",
-    "fp32": "fp32, which PyTorch runs without TF32 by default: CUDA cores; precision: bf16 "
-    "on the step would put it on the tensor cores",
+    "fp32": "fp32 on the CUDA cores (PyTorch leaves TF32 off by default)",
 }
 
 
@@ -188,7 +187,12 @@ def plan_markdown(plan: dict, recipe: str, threads: int) -> str:
     """The plan as a table a person reads before starting the real run."""
     gpu = plan["gpu"]
     used = sorted({r["gpu_arithmetic"] for s in plan["steps"] for r in s["runs"]})
-    peaks = "; ".join(f"{ARITHMETIC[a]}: {gpu['peak_tflops'][a]:.0f} TFLOP/s" for a in used)
+    peaks = "; ".join(f"{ARITHMETIC[a]}, {gpu['peak_tflops'][a]:.0f} TFLOP/s" for a in used)
+    if "fp32" in used:
+        peaks += (
+            f"; a step given precision: bf16 would run on the tensor cores, "
+            f"{gpu['peak_tflops']['bf16']:.0f} TFLOP/s"
+        )
     lines = [
         f"# Cost plan: {recipe}",
         "",

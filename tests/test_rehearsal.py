@@ -243,7 +243,8 @@ def test_the_plan_extrapolates_by_the_real_split_and_leaves_out_the_warm_up_step
     assert plan["steps"][1]["fits"] and plan["steps"][1]["runs"] == []
     text = plan_markdown(plan, "distill-large-to-small", 2)
     assert "| teacher | teacher | 2.00 (1.80–2.20) | 8,192 | 900 | 30 min |" in text
-    assert "estimate" in text and "H100" in text and "fp32, which PyTorch runs without TF32" in text
+    assert "estimate" in text and "H100" in text
+    assert "fp32 on the CUDA cores (PyTorch leaves TF32 off by default), 67 TFLOP/s" in text
 
 
 def test_the_gpu_estimate_follows_the_run_s_precision(monkeypatch):
