@@ -188,6 +188,7 @@ def plan_markdown(plan: dict, recipe: str, threads: int) -> str:
     gpu = plan["gpu"]
     used = sorted({r["gpu_arithmetic"] for s in plan["steps"] for r in s["runs"]})
     peaks = "; ".join(f"{ARITHMETIC[a]}, {gpu['peak_tflops'][a]:.0f} TFLOP/s" for a in used)
+    peaks = peaks or "no training run to estimate"
     if "fp32" in used:
         peaks += (
             f"; a step given precision: bf16 would run on the tensor cores, "

@@ -245,6 +245,8 @@ def test_the_plan_extrapolates_by_the_real_split_and_leaves_out_the_warm_up_step
     assert "| teacher | teacher | 2.00 (1.80–2.20) | 8,192 | 900 | 30 min |" in text
     assert "estimate" in text and "H100" in text
     assert "fp32 on the CUDA cores (PyTorch leaves TF32 off by default), 67 TFLOP/s" in text
+    untrained = plan | {"steps": [plan["steps"][1]]}  # export alone: no run, no empty "()"
+    assert "precision (no training run to estimate)" in plan_markdown(untrained, "export", 2)
 
 
 def test_the_gpu_estimate_follows_the_run_s_precision(monkeypatch):
