@@ -257,7 +257,9 @@ def _squad(split: str, texts: list[str], path: Path, seed: int, answers: int) ->
 # The lengths of CMRC 2018's dev contexts in characters, their 5th, 15th, ..., 95th percentiles
 # (ymcui/cmrc2018 squad-style-data/cmrc2018_dev.json: 848 paragraphs, 3,219 questions, mean 510,
 # median 455, longest 980). At 512 tokens and doc_stride 128 that file makes 1.69 windows a
-# question (compress.qa.windows over its questions); contexts of these lengths make as many.
+# question (compress.qa.windows over its questions, counted with the rehearsal's vocabulary:
+# one token a CJK character, one [UNK] a Latin word or number, where LERT's real vocabulary may
+# cut a word into a few pieces); contexts of these lengths make as many.
 # DRCD publishes no length table: its paragraphs, Wikipedia's too, get the same lengths.
 QA_CONTEXT_CHARS = (296, 324, 355, 393, 431, 484, 537, 625, 744, 891)
 

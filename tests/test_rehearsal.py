@@ -91,14 +91,14 @@ def test_reading_comprehension_files_make_as_many_windows_a_question_as_cmrc2018
     for its 3,219 questions: 1.69 a question. The plan scales the real run's steps by questions,
     so the rehearsal's questions must be windowed alike (contexts of 1.5 x max_seq_len made
     4.0 a question, and a DRCD plan 2.4x too long)."""
+    from transformers import BertTokenizerFast
+
     from compress.qa import windows
     from compress.tasks import load_task
     from compress.tasks.config import TaskConfig
 
     files = write_task_files(task, 512, {"train": 200, "dev": 4, "test": 4}, tmp_path, seed=3)
     data = load_task(TaskConfig(name=task, max_seq_len=512, **files))
-    from transformers import BertTokenizerFast
-
     tokenizer = BertTokenizerFast(vocab_file=str(lert_vocabulary(tmp_path / "vocab.txt")))
     questions = data.splits["train"]
     cut = windows(questions, tokenizer, 512, 128, 64)
