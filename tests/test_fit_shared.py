@@ -116,6 +116,54 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+class _Racing:
+    """A study another worker changes between two reads: each get_trials sees one step more
+    of its timeline (the fourth candidate asked, claimed, then told), and stays on the last."""
+
+    def __init__(self, timeline):
+        self.timeline, self.reads = timeline, 0
+
+    def get_trials(self, deepcopy=False, states=None):
+        trials = self.timeline[min(self.reads, len(self.timeline) - 1)]
+        self.reads += 1
+        return [t for t in trials if states is None or t.state in states]
+
+
+def test_the_driver_waits_for_a_trial_claimed_while_it_reads_the_study(monkeypatch):
+    """The driver judges "over" on one reading of the study: read apart, a trial asked (not
+    yet claimed) looked like nothing running, and the same trial claimed looked like nothing
+    left, so the driver shipped with the last candidate still training."""
+    from types import SimpleNamespace
+
+    from optuna.trial import TrialState
+
+    import compress.fit.study as study_module
+
+    keys = ["a", "b", "c", "d"]
+
+    def trial(key, state, **attrs):
+        return SimpleNamespace(state=state, user_attrs={"key": key, **attrs})
+
+    done = [trial(k, TrialState.COMPLETE, result={"meets_accuracy": True}) for k in keys[:3]]
+    asked = SimpleNamespace(state=TrialState.RUNNING, user_attrs={})  # no key yet
+    timeline = [
+        [*done, asked],
+        [*done, asked],
+        *[[*done, trial("d", TrialState.RUNNING, worker="w")]] * 3,
+        [*done, trial("d", TrialState.COMPLETE, result={"meets_accuracy": True})],
+    ]
+    monkeypatch.setattr(study_module, "fail_stale", lambda study: None)
+    monkeypatch.setattr(study_module.time, "sleep", lambda seconds: None)
+    plan = SimpleNamespace(
+        cfg=SimpleNamespace(storage="sqlite:///x.db", heartbeat=1, objective="accurate"),
+        fitting=[SimpleNamespace(key=k) for k in keys],
+        wanted=lambda: 4,
+    )
+    study = _Racing(timeline)
+    study_module.wait_for_workers(plan, study)
+    assert study.reads >= len(timeline)  # it returned only once the fourth was told
+
+
 def test_a_worker_with_another_version_of_the_recipe_or_no_driver_is_one_line(cls_files, tmp_path):
     import optuna
 

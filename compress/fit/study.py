@@ -58,13 +58,19 @@ def distributions(space: Space) -> dict:
     }
 
 
-def claimed_keys(study) -> dict[str, str]:
+def snapshot(study) -> list:
+    """The study's trials read once: every judgement below (what is running, claimed, done)
+    is made on one reading, since workers change the study between two."""
+    return study.get_trials(deepcopy=False)
+
+
+def claimed_keys(trials) -> dict[str, str]:
     """Candidate key -> state of every trial that trained (or is training) one."""
     from optuna.trial import TrialState
 
     return {
         t.user_attrs["key"]: t.state.name
-        for t in study.get_trials(deepcopy=False)
+        for t in trials
         if "key" in t.user_attrs and t.state in (TrialState.COMPLETE, TrialState.RUNNING)
     }
 
@@ -92,8 +98,9 @@ def next_trial(plan: Plan, study, dists, on_ask=None):
     if plan.shared:
         fail_stale(study)
     for _ in range(4 * len(plan.cfg.space.shapes()) * len(plan.cfg.space.runtimes) + 4):
-        claimed = claimed_keys(study)
-        if len(claimed) >= plan.wanted() or settled(plan, study):
+        trials = snapshot(study)
+        claimed = claimed_keys(trials)
+        if len(claimed) >= plan.wanted() or settled(plan, trials):
             return None
         trial = study.ask(fixed_distributions=dists)
         if on_ask is not None:
@@ -133,27 +140,27 @@ def _first_claim(plan: Plan, study, trial, candidate: Candidate) -> bool:
     return sorted(first.values()).index(trial.number) < plan.wanted()
 
 
-def running_elsewhere(study) -> list[str]:
+def running_elsewhere(trials) -> list[str]:
     """``key@worker`` of every trial being trained now."""
     from optuna.trial import TrialState
 
     return [
         f"{t.user_attrs['key']}@{t.user_attrs.get('worker', '?')}"
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if "key" in t.user_attrs
+        for t in trials
+        if t.state == TrialState.RUNNING and "key" in t.user_attrs
     ]
 
 
-def settled(plan: Plan, study) -> bool:
+def settled(plan: Plan, trials) -> bool:
     """objective fast: a candidate within the accuracy budget is known, and every untried one
     is slower (it cannot win)."""
     if plan.cfg.objective != "fast":
         return False
-    results = trial_results(study)
+    results = trial_results(trials)
     met = [p50(plan.probes, k, r) for k, r in results.items() if is_eligible(r)]
     if not met:
         return False
-    claimed = claimed_keys(study)
+    claimed = claimed_keys(trials)
     return all(
         plan.probes[c.key]["latency"]["p50"] >= min(met)
         for c in plan.fitting
@@ -172,24 +179,24 @@ def is_eligible(result: dict) -> bool:
     return result["meets_accuracy"] and not result.get("over")
 
 
-def trial_results(study) -> dict[str, dict]:
+def trial_results(trials) -> dict[str, dict]:
     from optuna.trial import TrialState
 
     return {
         t.user_attrs["key"]: t.user_attrs["result"]
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if "result" in t.user_attrs
+        for t in trials
+        if t.state == TrialState.COMPLETE and "result" in t.user_attrs
     }
 
 
-def trial_artifacts(study) -> dict[str, str]:
+def trial_artifacts(trials) -> dict[str, str]:
     """Candidate key -> the artifact its worker uploaded (a shared study's trials)."""
     from optuna.trial import TrialState
 
     return {
         t.user_attrs["key"]: t.user_attrs["artifact"]
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if "artifact" in t.user_attrs
+        for t in trials
+        if t.state == TrialState.COMPLETE and "artifact" in t.user_attrs
     }
 
 
@@ -217,7 +224,7 @@ def run_worker(plan: Plan, index: int = 0) -> int:
         with lock:
             got = next_trial(plan, study, dists, first_beat)
         if got is None:
-            others = running_elsewhere(study) if plan.shared else []
+            others = running_elsewhere(snapshot(study)) if plan.shared else []
             if not others:
                 return trained
             if others != waiting:
@@ -253,14 +260,15 @@ def wait_for_workers(plan: Plan, study) -> None:
     with tqdm(total=plan.wanted(), desc="fit trials", unit="trial") as bar:
         while True:
             fail_stale(study)
-            running = running_elsewhere(study)
-            done = len(trial_results(study))
+            trials = snapshot(study)  # read apart, a trial claimed between two reads ends it
+            running = running_elsewhere(trials)
+            done = len(trial_results(trials))
             bar.n = done
             bar.set_postfix_str(", ".join(running) or f"waiting for workers: {hint}")
             bar.refresh()
-            claimed = claimed_keys(study)
+            claimed = claimed_keys(trials)
             untried = [c for c in plan.fitting if c.key not in claimed]
-            over = done >= plan.wanted() or not untried or settled(plan, study)
+            over = done >= plan.wanted() or not untried or settled(plan, trials)
             if over and not running:
                 return
             time.sleep(min(5, plan.cfg.heartbeat))

@@ -42,6 +42,7 @@ from compress.fit.study import (
     open_study,
     release_interrupted,
     run_worker,
+    snapshot,
     trial_artifacts,
     trial_results,
     wait_for_workers,
@@ -94,7 +95,8 @@ def fit(cfg: FitConfig, src: Path | None, ctx: StageContext) -> StageResult:
     plan = Plan(cfg, src, ctx, fitting, probes)
     study = _search(plan)
     # 3. the winner, the table of every candidate, and what ships
-    results = trial_results(study)
+    trials = snapshot(study)
+    results = trial_results(trials)
     winner = choose_winner(cfg, results, probes)
     details = {
         "budget": cfg.budget.model_dump(mode="json"),
@@ -124,7 +126,7 @@ def fit(cfg: FitConfig, src: Path | None, ctx: StageContext) -> StageResult:
         )
     chosen = next(c for c in candidates if c.key == winner)
     if not (work / results[winner]["path"]).exists():  # trained on another machine
-        fetch_trial(plan, trial_artifacts(study)[winner])
+        fetch_trial(plan, trial_artifacts(trials)[winner])
     produced, details["pytorch"] = _ship(work / results[winner]["path"], chosen, work, ctx)
     details["probe_check"] = probe_check(
         produced, work / probes[winner]["path"], probes[winner], cfg, ctx.task.type, meta["seq_len"]
