@@ -385,6 +385,7 @@ def evaluate_artifacts(
         rows=[row for row, _ in loaded],
         majority=majority_baseline(task, cfg.split, cfg.max_examples, ref_counts),
         end_to_end=lengths,
+        timed_seq_len=cfg.seq_len if cfg.latency else None,
     )
     (root / "eval").mkdir(exist_ok=True)
     metrics.changed_since_last = keep_previous(root / "eval" / "metrics.json", metrics)

@@ -56,7 +56,7 @@ def render_markdown(report: Report) -> str:
         f"metric {report.metric} in points with 95% bootstrap intervals over the examples. "
         f"Δ is against `{report.reference}` on the same examples, with a 95% paired bootstrap "
         "interval; a Δ whose interval contains 0 is marked *within noise*: it is not a finding. "
-        f"Latency: sequence length {rows[0].seq_len if rows else '?'}, p50 over repeated "
+        f"Latency: sequence length {report.timed_seq_len or '?'}, p50 over repeated "
         f"interleaved runs; speedup is over `{report.reference}` on the same device, in the same "
         f"run; *unstable* marks a row whose blocks of rounds disagree by more than "
         f"{UNSTABLE:.0%} of p50. Peak MB: CPU, resident memory a fresh process adds to load the "
@@ -172,7 +172,7 @@ def render_report(root: Path) -> Report:
         fit={
             name: {
                 **e.details,
-                "measured": fit_measured(name, e.details, metrics.rows),
+                "measured": fit_measured(name, e.details, metrics.rows, metrics.timed_seq_len),
                 "study": f"{e.dir}/{STUDY}"
                 if (root / e.dir / STUDY).is_file()
                 else (e.details or {}).get("study"),  # a shared database: its URL and name

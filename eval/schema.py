@@ -44,7 +44,7 @@ class MetricRow(BaseModel):
     within_noise: bool | None = None  # the paired interval contains 0
     per_class: dict[str, dict[str, float]] = Field(default_factory=dict)  # P/R/F1/support
     other_scores: dict[str, float] = Field(default_factory=dict)  # e.g. QA's EM, as fractions
-    seq_len: int
+    seq_len: int  # the length it was scored at (the task's); latency: Metrics.timed_seq_len
     path: str
     memory_mb: float | None = None
     latency_ms: dict[str, Latency] = Field(default_factory=dict)  # "b1" -> latency
@@ -140,6 +140,9 @@ class Metrics(BaseModel):
     rows: list[MetricRow]
     majority: Baseline | None = None
     changed_since_last: list[str] = Field(default_factory=list)  # latencies that moved
+    # the length every fixed-shape latency column was timed at (evaluate.seq_len, which may
+    # differ from the rows' scoring length); None when nothing was timed
+    timed_seq_len: int | None = None
     # the texts the end-to-end latency ran on: how many, their token and character lengths
     end_to_end: dict[str, Any] | None = None
     # with ``seeds:`` in the recipe: scores over the repeated runs

@@ -158,6 +158,7 @@ def _fake_run(root):
         },
         "versions": {},
         "rows": [_row("teacher", 0.9, 400, 50), _row("student", 0.895, 60, 10)],
+        "timed_seq_len": 64,  # the rows are scored at 128 tokens, timed at evaluate's 64
     }
     (root / "eval/metrics.json").write_text(json.dumps(metrics))
     return manifest
@@ -169,6 +170,7 @@ def test_report_renders_from_metrics_only(tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert "| student | x | pytorch | cpu | fp32 | 1.00 | 60.0 | 89.50 | -0.50 | 99.4% |" in md
     assert "Smallest within 1 point of `teacher` (paired interval above -1): `student`" in md
+    assert "Latency: sequence length 64, p50" in md
     assert "## Published (not measured here)" in md and "95.6 (94.9)" in md
     assert report.recommended["smallest"].variant == "student"
     assert (tmp_path / "pareto.png").stat().st_size > 10_000

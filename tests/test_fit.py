@@ -239,7 +239,7 @@ def test_fit_decision_says_when_the_measured_winner_misses_the_budget():
             "params": 10,
             "size_mb": 1.5,
             "score": 0.8,
-            "seq_len": 64,
+            "seq_len": 256,  # scored at the task's length; timed at evaluate.seq_len (64)
             "latency_ms": {"b1": lat},
         }
     )
@@ -247,12 +247,18 @@ def test_fit_decision_says_when_the_measured_winner_misses_the_budget():
         "budget": {"latency_ms": 2.0, "size_mb": 1.0},
         "probe": {"batch_size": 1, "seq_len": 64, "threads": 2},
     }
-    measured = fit_measured("fit", fit, [row])
+    measured = fit_measured("fit", fit, [row], 64)
     assert measured["meets"] is False
     assert (
         "1.50 MB is over 1 MB" in measured["why"] and "p50 3.00 ms is over 2 ms" in measured["why"]
     )
-    elsewhere = fit_measured("fit", {**fit, "probe": {**fit["probe"], "batch_size": 8}}, [row])
+    assert "not timed" not in measured["why"]  # the scoring length is not the timed one
+    loose = {**fit, "budget": {"latency_ms": 5.0, "size_mb": 2.0}}
+    assert fit_measured("fit", loose, [row], 64)["meets"] is True
+    assert fit_measured("fit", loose, [row], 128)["why"] == (
+        "not timed at batch 1 x 64 tokens (give evaluate.batch_sizes and seq_len the budget's)"
+    )
+    elsewhere = fit_measured("fit", {**fit, "probe": {**fit["probe"], "batch_size": 8}}, [row], 64)
     assert "not timed at batch 8 x 64 tokens" in elsewhere["why"]
 
 

@@ -366,6 +366,9 @@ def test_distill_large_to_small_rehearsed_at_lert_s_real_shapes(tmp_path, capsys
     fit = json.loads((root / "manifest.json").read_text())["steps"]["fit"]["details"]
     beside = fit["probe"]["beside"]  # LERT-large fp32 timed with the candidates
     assert beside["step"] == "teacher" and beside["speedup"] > 1
+    # the winner is judged at the length it was timed at (evaluate's 128), not scored at (256)
+    measured = json.loads((root / "report.json").read_text())["fit"]["fit"]["measured"]
+    assert measured["timed_seq_len"] == 128 and "not timed" not in measured["why"]
     teacher = steps["teacher"]
     if plan["memory_gb"] < 27:  # a 24 GB machine: the recipe's teacher does not fit
         assert not teacher["fits"] and "gradient_checkpointing=true" in teacher["advice"]

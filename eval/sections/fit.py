@@ -32,9 +32,10 @@ def budget_text(budget: dict, probe: dict) -> str:
     return "; ".join(parts) or "none"
 
 
-def fit_measured(name: str, fit: dict, rows: list[MetricRow]) -> dict:
+def fit_measured(name: str, fit: dict, rows: list[MetricRow], timed_seq_len: int | None) -> dict:
     """The fit winner's own row, measured by this evaluation (not the search's probe): does it
-    meet the latency and size budget, and its test score against the report's reference."""
+    meet the latency and size budget, and its test score against the report's reference.
+    ``timed_seq_len``: the length the evaluation's latency columns were timed at."""
     row = next((r for r in rows if r.variant == name and r.device == "cpu"), None)
     if row is None:
         return {"row": None, "meets": None, "why": f"`{name}` was not evaluated on the CPU"}
@@ -47,7 +48,7 @@ def fit_measured(name: str, fit: dict, rows: list[MetricRow]) -> dict:
         "score_ci": row.score_ci,
         "delta": row.delta,
         "delta_ci": row.delta_ci,
-        "seq_len": row.seq_len,
+        "timed_seq_len": timed_seq_len,
     }
     why = []
     if budget.get("size_mb") is not None and row.size_mb > budget["size_mb"]:
@@ -68,7 +69,7 @@ def fit_measured(name: str, fit: dict, rows: list[MetricRow]) -> dict:
                 why.append(f"end-to-end p50 {p50:.2f} ms is over {bound:g} ms")
     elif budget.get("latency_ms") is not None:
         lat = row.latency_ms.get(f"b{probe['batch_size']}")
-        if lat is None or row.seq_len != probe["seq_len"]:
+        if lat is None or timed_seq_len != probe["seq_len"]:
             why.append(
                 f"not timed at batch {probe['batch_size']} x {probe['seq_len']} tokens (give "
                 "evaluate.batch_sizes and seq_len the budget's)"

@@ -100,7 +100,7 @@ def end_to_end_text(report: Report) -> list[str]:
         f"End to end: what an app sees, on {info['texts']} texts spread over the "
         f"{info.get('split', report.split)} split, one at a time at its own length (cut at "
         f"{info['max_len']} tokens), tokenizer included; the fixed-shape columns pad every row "
-        f"to {report.rows[0].seq_len if report.rows else '?'} tokens and leave the tokenizer out. "
+        f"to {report.timed_seq_len or '?'} tokens and leave the tokenizer out. "
         f"The texts: {tokens['p50']:.0f} tokens at the median (p10 {tokens['p10']:.0f}, p90 "
         f"{tokens['p90']:.0f}, max {tokens['max']:.0f}); {chars['p50']:.0f} characters at the "
         f"median (p90 {chars['p90']:.0f}, max {chars['max']:.0f}). Texts/s: the same texts "
